@@ -1,0 +1,3 @@
+from sparsernn.cli import main
+
+main()

@@ -1,0 +1,249 @@
+"""The ``sparsernn`` command line. Every option of ``train`` maps to one config field (see
+``TRAIN_OPTION_FIELDS``); any other field can be set with ``--set FIELD=VALUE``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sparsernn import __version__
+from sparsernn.errors import SparsernnError
+
+app = typer.Typer(
+    help="sparsernn: sparse, small and fast recurrent sequence models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Get and check corpora.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+
+# CLI option name -> config field it sets.
+TRAIN_OPTION_FIELDS = {
+    "data_dir": "data.dir",
+    "batch_size": "data.batch_size",
+    "eval_batch_size": "data.eval_batch_size",
+    "bptt": "data.bptt",
+    "epoch_tokens": "data.epoch_tokens",
+    "cell": "model.cell",
+    "hidden": "model.hidden_sizes",
+    "embedding_size": "model.embedding_size",
+    "dropout": "model.dropout",
+    "tie_weights": "model.tie_weights",
+    "init_range": "model.init_range",
+    "optimizer": "optim.name",
+    "lr": "optim.lr",
+    "momentum": "optim.momentum",
+    "weight_decay": "optim.weight_decay",
+    "clip": "optim.clip",
+    "lr_decay": "optim.lr_decay",
+    "decay_start_epoch": "optim.decay_start_epoch",
+    "epochs": "train.epochs",
+    "seed": "train.seed",
+    "device": "train.device",
+    "log_interval": "train.log_interval",
+    "checkpoint_every": "train.checkpoint_every",
+}
+
+
+def _hidden_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers like 200,200, got {text!r}") from None
+    return sizes
+
+
+@app.command()
+def train(
+    preset: Annotated[Optional[str], typer.Option(help="preset in configs/ (default ptb-small when no --config)")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file, over the preset")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="run directory [default: runs/NAME-TIME]")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="corpus directory (train/valid/test files)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="training streams")] = None,
+    eval_batch_size: Annotated[Optional[int], typer.Option(help="validation/test streams")] = None,
+    bptt: Annotated[Optional[int], typer.Option(help="unrolled steps per window")] = None,
+    epoch_tokens: Annotated[Optional[int], typer.Option(help="cap on training tokens per epoch")] = None,
+    cell: Annotated[Optional[str], typer.Option(help="lstm | gru | rnn_tanh | rnn_relu")] = None,
+    hidden: Annotated[Optional[str], typer.Option(help="per-layer hidden sizes, e.g. 373,315")] = None,
+    embedding_size: Annotated[Optional[int], typer.Option(help="embedding size [default: first hidden size]")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="dropout on non-recurrent connections")] = None,
+    tie_weights: Annotated[Optional[bool], typer.Option("--tie-weights/--no-tie-weights")] = None,
+    init_range: Annotated[Optional[float], typer.Option(help="uniform init range")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="sgd | adam | asgd")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="learning rate (per-token mean loss)")] = None,
+    momentum: Annotated[Optional[float], typer.Option()] = None,
+    weight_decay: Annotated[Optional[float], typer.Option()] = None,
+    clip: Annotated[Optional[float], typer.Option(help="max gradient norm")] = None,
+    lr_decay: Annotated[Optional[float], typer.Option(help="lr factor per epoch after --decay-start-epoch")] = None,
+    decay_start_epoch: Annotated[Optional[int], typer.Option(help="last epoch at the initial lr")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="number of epochs")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
+    log_interval: Annotated[Optional[int], typer.Option(help="steps between progress updates")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="resume checkpoint every N steps")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="any config field: FIELD=VALUE")] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="print the resolved config and exit")] = False,
+) -> None:
+    """Train a language model (dense for now) and keep its best checkpoint."""
+    import yaml
+
+    from sparsernn.config import parse_override, resolve_config, validate
+    from sparsernn.data import load_corpus, resolve_lm_dir
+    from sparsernn.progress import default_reporter
+    from sparsernn.train import LAST, Trainer
+
+    given = locals()
+    overrides: dict[str, Any] = dict(parse_override(item) for item in set_ or [])
+    for option, field in TRAIN_OPTION_FIELDS.items():
+        value = given[option]
+        if value is not None:
+            overrides[field] = _hidden_sizes(value) if option == "hidden" else value
+
+    if resume is not None:
+        if preset or config:
+            raise SparsernnError("--resume takes the run's own config; drop --preset/--config")
+        run_dir = resume
+        from sparsernn import checkpoint
+
+        _, meta = checkpoint.load(run_dir / LAST)
+        stored = meta["config"]
+        for dotted, value in overrides.items():
+            section, _, leaf = dotted.partition(".")
+            stored.setdefault(section, {})[leaf] = value
+        cfg = validate(stored, f"{run_dir / LAST} config + overrides")
+    else:
+        cfg = resolve_config(preset or (None if config else "ptb-small"), config, overrides)
+        name = preset or (config.stem if config else "ptb-small")
+        run_dir = out_dir or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (run_dir / LAST).exists():
+            raise SparsernnError(f"{run_dir}: holds a run already; continue it with --resume {run_dir} or pick another --out")
+
+    if print_config:
+        out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return
+    reporter = default_reporter()
+    corpus_dir, note = resolve_lm_dir(cfg.data.dir)
+    if note:
+        reporter.message(f"[yellow]note:[/] {note}")
+    corpus = load_corpus(corpus_dir)
+    cfg.data.dir = str(corpus_dir.resolve())  # the run records exactly which corpus it used
+    trainer = Trainer(cfg, corpus, run_dir, reporter=reporter)
+    if resume is not None:
+        trainer.load_resume(run_dir / LAST)
+        reporter.message(f"resuming {run_dir} at epoch {trainer.epoch}, step {trainer.step_in_epoch}")
+    from sparsernn.models import count_parameters
+
+    reporter.message(
+        f"{cfg.model.cell.upper()} LM {'x'.join(map(str, cfg.model.hidden_sizes))}, vocab {len(corpus.vocab)}, "
+        f"{count_parameters(trainer.model):,} parameters, {trainer.steps_per_epoch} steps/epoch on "
+        f"{trainer.device}; corpus {corpus_dir}; run dir {run_dir}"
+    )
+    try:
+        result = trainer.fit()
+    except KeyboardInterrupt:
+        err.print(f"interrupted; continue with: sparsernn train --resume {run_dir}")
+        raise typer.Exit(130) from None
+    _print_results({"valid": result["val_ppl"], "test": result["test_ppl"]}, f"best epoch {result['best_epoch']}")
+
+
+def _print_results(ppl: dict[str, float], title: str) -> None:
+    table = Table(title=title)
+    table.add_column("split")
+    table.add_column("perplexity", justify="right")
+    for split, value in ppl.items():
+        table.add_row(split, f"{value:.2f}")
+    out.print(table)
+
+
+@app.command("eval")
+def eval_(
+    ckpt: Annotated[Path, typer.Argument(help="checkpoint (.safetensors) or run directory (uses best)")],
+    data_dir: Annotated[Optional[str], typer.Option(help="corpus directory [default: the one it trained on]")] = None,
+    split: Annotated[list[str], typer.Option(help="valid and/or test")] = ["valid", "test"],  # noqa: B006
+    batch_size: Annotated[Optional[int], typer.Option(help="streams [default: the run's eval batch size]")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Perplexity of a trained checkpoint on valid/test."""
+    from sparsernn.data import batchify, load_corpus, resolve_lm_dir
+    from sparsernn.errors import CheckpointError
+    from sparsernn.train import BEST, evaluate, load_model, resolve_device
+
+    path = ckpt / BEST if ckpt.is_dir() else ckpt
+    dev = resolve_device(device)
+    model, cfg, vocab, _ = load_model(path, dev)
+    corpus_dir, note = resolve_lm_dir(data_dir or cfg.data.dir)
+    if note:
+        err.print(f"note: {note}")
+    corpus = load_corpus(corpus_dir)
+    if corpus.vocab != vocab:
+        raise CheckpointError(f"{path}: its vocabulary differs from the corpus in {corpus_dir}")
+    results = {}
+    for name in split:
+        data = batchify(corpus.split(name), batch_size or cfg.data.eval_batch_size).to(dev)
+        results[name] = evaluate(model, data, cfg.data.bptt).perplexity
+    _print_results(results, str(path))
+
+
+@data_app.command("verify")
+def data_verify(
+    data_dir: Annotated[Optional[str], typer.Option(help="PTB directory [default: searched]")] = None,
+) -> None:
+    """Check the PTB files against their SHA-256 checksums and read them."""
+    from sparsernn.data import find_corpus, load_corpus, verify_files
+    from sparsernn.errors import DataError
+
+    directory = Path(data_dir) if data_dir else find_corpus("ptb")
+    if directory is None:
+        raise DataError("no PTB corpus found; pass --data-dir or run `sparsernn data download`")
+    digests = verify_files(directory)
+    corpus = load_corpus(directory)
+    table = Table(title=f"{directory}: standard PTB, checksums verified")
+    for column in ("file", "tokens (with <eos>)", "sha256"):
+        table.add_column(column)
+    for split, (name, digest) in zip(("train", "valid", "test"), digests.items()):
+        table.add_row(name, f"{corpus.split(split).numel():,}", digest[:16] + "...")
+    out.print(table)
+    out.print(f"vocabulary: {len(corpus.vocab):,} words")
+
+
+@data_app.command("download")
+def data_download(
+    dest: Annotated[Path, typer.Option(help="where to put ptb.*.txt")] = Path("~/.cache/sparsernn/data/ptb"),
+    url: Annotated[str, typer.Option(help="archive URL (file:// works)")] = "",
+) -> None:
+    """Download Mikolov's PTB archive, extract the LM files and verify their checksums."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from sparsernn.data import PTB_URL, download_ptb
+
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=err) as bar:
+        task = bar.add_task("PTB", total=None)
+        target = download_ptb(dest, url or PTB_URL, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                        total=total))
+    out.print(f"PTB verified in {target}; use --data-dir {target} or SPARSERNN_DATA={target.parent}")
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
+    if version:
+        out.print(__version__)
+        raise typer.Exit()
+
+
+def main() -> None:
+    try:
+        app()
+    except SparsernnError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,202 @@
+"""Typed run configuration, YAML presets and overrides.
+
+A run is described by one ``RunConfig``: ``data``, ``model``, ``optim`` and ``train`` sections.
+It is resolved in layers, later ones winning: a named preset (``configs/<name>.yaml``), a YAML
+config file, then command-line overrides given as dotted field paths (``optim.lr=20``).
+
+Learning rates and clip norms are for the **per-token mean** cross-entropy loss. The papers built
+on the TensorFlow PTB tutorial (Zaremba et al. 2014) sum the loss over the BPTT steps and average
+it over the batch; their gradients are ``bptt`` times ours, so their ``lr`` becomes ``lr * bptt``
+here and their clip norm ``clip / bptt`` — the same updates exactly (see tests/test_train.py).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sparsernn.errors import ConfigError
+
+CellType = Literal["lstm", "gru", "rnn_tanh", "rnn_relu"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    dir: str | None = Field(
+        None,
+        description="corpus directory with train/valid/test files; None searches $SPARSERNN_DATA/ptb, "
+        "./data/ptb, ../shared/data/ptb, then falls back to a generated corpus",
+    )
+    batch_size: int = Field(20, gt=0, description="parallel streams in training")
+    eval_batch_size: int = Field(10, gt=0, description="parallel streams in validation/test")
+    bptt: int = Field(20, gt=0, description="unrolled steps per training window")
+    epoch_tokens: int | None = Field(
+        None, gt=0, description="cap on training tokens per epoch (successive epochs take successive slices)"
+    )
+
+
+class ModelConfig(_Section):
+    cell: CellType = "lstm"
+    hidden_sizes: list[int] = Field(default_factory=lambda: [200, 200], min_length=1)
+    embedding_size: int | None = Field(None, gt=0, description="None: the first layer's hidden size")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on embeddings, between layers and before the decoder")
+    tie_weights: bool = False
+    init_range: float | None = Field(0.1, gt=0.0, description="uniform init in [-r, r]; None keeps PyTorch's")
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive_sizes(cls, sizes: list[int]) -> list[int]:
+        if any(h <= 0 for h in sizes):
+            raise ValueError(f"every hidden size must be positive, got {sizes}")
+        return sizes
+
+    @model_validator(mode="after")
+    def _tied_sizes_match(self) -> ModelConfig:
+        if self.tie_weights and self.hidden_sizes[-1] != (self.embedding_size or self.hidden_sizes[0]):
+            raise ValueError(
+                f"tie_weights needs the last hidden size ({self.hidden_sizes[-1]}) to equal the embedding size "
+                f"({self.embedding_size or self.hidden_sizes[0]})"
+            )
+        return self
+
+
+class OptimConfig(_Section):
+    name: Literal["sgd", "adam", "asgd"] = "sgd"
+    lr: float = Field(20.0, gt=0.0, description="for the per-token mean loss")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    clip: float | None = Field(0.25, gt=0.0, description="max global gradient norm; None disables")
+    lr_decay: float = Field(1.0, gt=0.0, le=1.0, description="factor applied per epoch after decay_start_epoch")
+    decay_start_epoch: int = Field(0, ge=0, description="last epoch run at the initial lr")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(13, gt=0)
+    seed: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_interval: int = Field(100, gt=0, description="steps between progress updates")
+    checkpoint_every: int | None = Field(
+        None, gt=0, description="also save a resume checkpoint every N steps inside an epoch"
+    )
+
+
+class RunConfig(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _presets_dir() -> Path:
+    """Presets ship inside the wheel as ``sparsernn/configs``; in a source checkout they are ``configs/``."""
+    packaged = resources.files("sparsernn") / "configs"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in _presets_dir().glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    return data
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    path = _presets_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
+    return _read_yaml(path)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a config section")
+    node[leaf] = value
+
+
+def validate(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a nested dict into a RunConfig; the first problem becomes a one-line ConfigError."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        given = err.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ConfigError(f"{source}: {field}: {msg}{shown}") from None
+
+
+def resolve_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Preset, then config file, then dotted overrides (``{"optim.lr": 20}``), validated once at the end."""
+    data: dict[str, Any] = {}
+    sources = []
+    if preset is not None:
+        data = _deep_merge(data, load_preset(preset))
+        sources.append(f"preset {preset}")
+    if config_file is not None:
+        data = _deep_merge(data, _read_yaml(Path(config_file)))
+        sources.append(str(config_file))
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    if overrides:
+        sources.append("command-line overrides")
+    return validate(data, " + ".join(sources) or "config")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'optim.lr=20'`` -> ``('optim.lr', 20)``; the value is parsed as YAML (numbers, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected FIELD=VALUE, e.g. optim.lr=20")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value

@@ -1,0 +1,6 @@
+"""Models and the recurrent-stack description they expose."""
+
+from sparsernn.models.lm import RNNLanguageModel, count_parameters, detach_state
+from sparsernn.models.stack import GATES, RecurrentLayer
+
+__all__ = ["GATES", "RNNLanguageModel", "RecurrentLayer", "count_parameters", "detach_state"]

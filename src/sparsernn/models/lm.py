@@ -1,0 +1,101 @@
+"""Recurrent language model: embedding -> stacked recurrent layers -> linear decoder.
+
+Each layer is its own single-layer ``nn.LSTM``/``nn.GRU``/``nn.RNN`` so that layers can have different
+hidden sizes (compacted ISS models do) while keeping PyTorch's fused kernels. Dropout follows
+Zaremba et al. (2014): on the non-recurrent connections only (embedding output, between layers,
+before the decoder).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sparsernn.config import ModelConfig
+from sparsernn.models.stack import RecurrentLayer
+
+_RNN_MODULES = {
+    "lstm": lambda i, h: nn.LSTM(i, h),
+    "gru": lambda i, h: nn.GRU(i, h),
+    "rnn_tanh": lambda i, h: nn.RNN(i, h, nonlinearity="tanh"),
+    "rnn_relu": lambda i, h: nn.RNN(i, h, nonlinearity="relu"),
+}
+
+# Per-layer recurrent state: (h, c) for an LSTM, h otherwise; each tensor is (1, batch, hidden).
+LayerState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class RNNLanguageModel(nn.Module):
+    """Word-level LM. ``forward(tokens (T, B), state) -> (logits (T, B, V), new state)``."""
+
+    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab_size = vocab_size
+        self.cell = config.cell
+        sizes = list(config.hidden_sizes)
+        self.embedding_size = config.embedding_size or sizes[0]
+        self.embedding = nn.Embedding(vocab_size, self.embedding_size)
+        inputs = [self.embedding_size, *sizes[:-1]]
+        self.layers = nn.ModuleList(_RNN_MODULES[config.cell](i, h) for i, h in zip(inputs, sizes))
+        self.dropout = nn.Dropout(config.dropout)
+        self.decoder = nn.Linear(sizes[-1], vocab_size)
+        if config.init_range is not None:
+            for param in self.parameters():
+                nn.init.uniform_(param, -config.init_range, config.init_range)
+        if config.tie_weights:
+            self.decoder.weight = self.embedding.weight
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [layer.hidden_size for layer in self.layers]
+
+    def recurrent_stack(self) -> tuple[RecurrentLayer, ...]:
+        names = [f"layers.{n}" for n in range(len(self.layers))]
+        return tuple(
+            RecurrentLayer(
+                module=name,
+                cell=self.cell,
+                input_size=layer.input_size,
+                hidden_size=layer.hidden_size,
+                receivers=(names[n + 1] if n + 1 < len(names) else "decoder",),
+            )
+            for n, (name, layer) in enumerate(zip(names, self.layers))
+        )
+
+    def init_state(self, batch_size: int) -> list[LayerState]:
+        weight = self.decoder.weight
+        zeros = [weight.new_zeros(1, batch_size, h) for h in self.hidden_sizes]
+        if self.cell == "lstm":
+            return [(z, torch.zeros_like(z)) for z in zeros]
+        return zeros
+
+    def forward(self, tokens: torch.Tensor, state: list[LayerState]) -> tuple[torch.Tensor, list[LayerState]]:
+        x = self.dropout(self.embedding(tokens))
+        new_state = []
+        for layer, layer_state in zip(self.layers, state):
+            x, layer_state = layer(x, layer_state)
+            x = self.dropout(x)
+            new_state.append(layer_state)
+        return self.decoder(x), new_state
+
+
+def detach_state(state: list[LayerState]) -> list[LayerState]:
+    """Cut the graph between BPTT windows while carrying the values across."""
+    return [tuple(t.detach() for t in s) if isinstance(s, tuple) else s.detach() for s in state]
+
+
+def state_tensors(state: list[LayerState]) -> list[torch.Tensor]:
+    """The state as a flat list of tensors (for checkpoints)."""
+    return [t for s in state for t in (s if isinstance(s, tuple) else (s,))]
+
+
+def state_from_tensors(tensors: list[torch.Tensor], cell: str) -> list[LayerState]:
+    if cell == "lstm":
+        return [(tensors[i], tensors[i + 1]) for i in range(0, len(tensors), 2)]
+    return list(tensors)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct parameters (a tied weight counts once)."""
+    return sum(p.numel() for p in model.parameters())

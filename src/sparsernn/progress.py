@@ -1,0 +1,90 @@
+"""What a user sees while a model trains: a live progress bar on a terminal, log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class Reporter(Protocol):
+    def start_epoch(self, epoch: int, total_steps: int, done_steps: int, lr: float) -> None: ...
+
+    def update(self, step: int, loss: float, tokens_per_s: float) -> None: ...
+
+    def end_epoch(self) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
+class SilentReporter:
+    def start_epoch(self, epoch: int, total_steps: int, done_steps: int, lr: float) -> None:
+        pass
+
+    def update(self, step: int, loss: float, tokens_per_s: float) -> None:
+        pass
+
+    def end_epoch(self) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
+class ConsoleReporter:
+    """A rich progress bar with live loss, perplexity and tokens/s; plain lines when not on a terminal."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.live = self.console.is_terminal
+        self._progress: Progress | None = None
+        self._task = None
+        self._epoch = 0
+        self._total = 0
+
+    def start_epoch(self, epoch: int, total_steps: int, done_steps: int, lr: float) -> None:
+        self._epoch, self._total = epoch, total_steps
+        if not self.live:
+            self.console.print(f"epoch {epoch}: {total_steps} steps, lr {lr:.4g}" + (
+                f", resuming at step {done_steps}" if done_steps else ""))
+            return
+        self._progress = Progress(
+            TextColumn(f"epoch {epoch}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=total_steps, completed=done_steps,
+                                             stats=f"lr {lr:.4g}")
+
+    def update(self, step: int, loss: float, tokens_per_s: float) -> None:
+        stats = f"loss {loss:.3f}  ppl {_ppl(loss):.1f}  {tokens_per_s:,.0f} tok/s"
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step, stats=stats)
+        else:
+            self.console.print(f"  epoch {self._epoch} step {step}/{self._total}  {stats}")
+
+    def end_epoch(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
+
+
+def _ppl(loss: float) -> float:
+    import math
+
+    return math.exp(min(loss, 50.0))
+
+
+def default_reporter() -> Reporter:
+    return ConsoleReporter(Console(stderr=True, file=sys.stderr))
