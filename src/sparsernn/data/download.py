@@ -94,13 +94,15 @@ def download_ptb(
         missing = sorted(set(expected) - set(members))
         if missing:
             raise DataError(f"{url}: archive lacks {', '.join(missing)}")
-        for name, member in members.items():
-            data = archive.extractfile(member).read()  # type: ignore[union-attr]
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != expected[name]:
-                raise DataError(f"{url}: {name} has SHA-256 {digest[:12]}..., expected {expected[name][:12]}...")
-            fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, dest / name)
+        contents = {name: archive.extractfile(member).read() for name, member in members.items()}  # type: ignore[union-attr]
+    # Verify everything before writing anything: a bad archive leaves no partial corpus.
+    for name, data in contents.items():
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != expected[name]:
+            raise DataError(f"{url}: {name} has SHA-256 {digest[:12]}..., expected {expected[name][:12]}...")
+    for name, data in contents.items():
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, dest / name)
     return dest

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparsernn.config import RunConfig, validate
+from sparsernn.data import generate_corpus, load_corpus
+
+# Small models run fastest single-threaded (and do not fight a background job for the cores).
+torch.set_num_threads(1)
+
+SHARED_PTB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    return generate_corpus(tmp_path_factory.mktemp("synthetic"), seed=0, sentences=(3000, 300, 300))
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(synthetic_dir):
+    return load_corpus(synthetic_dir)
+
+
+def tiny_config(**sections) -> RunConfig:
+    """A small, fast CPU config; keyword arguments override whole sections' fields."""
+    data = {
+        "data": {"batch_size": 8, "eval_batch_size": 4, "bptt": 10},
+        "model": {"hidden_sizes": [32, 32], "init_range": 0.1},
+        "optim": {"lr": 10.0, "clip": 0.5},
+        "train": {"epochs": 2, "device": "cpu", "seed": 3},
+    }
+    for section, fields in sections.items():
+        data[section] = {**data.get(section, {}), **fields}
+    return validate(data, "test config")
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "sparsernn", *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
