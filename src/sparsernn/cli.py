@@ -227,7 +227,8 @@ def data_download(
 
     from sparsernn.data import PTB_URL, download_ptb
 
-    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=err) as bar:
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=err,
+                  disable=not err.is_terminal) as bar:
         task = bar.add_task("PTB", total=None)
         target = download_ptb(dest, url or PTB_URL, progress=lambda done, total: bar.update(task, completed=done,
                                                                                         total=total))

@@ -1,0 +1,118 @@
+"""The command line as a user meets it: subprocesses, exit codes, one-line errors, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import SHARED_PTB, run_cli
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--hidden", "48,48", "--batch-size", "8", "--eval-batch-size", "4", "--bptt", "10", "--device", "cpu",
+        "--lr", "10", "--clip", "0.5", "--log-interval", "1000"]
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_missing_data_dir_is_one_line(tmp_path):
+    line = one_line_error(run_cli("train", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")))
+    assert f"{tmp_path / 'nowhere'}: corpus directory not found" in line
+
+
+def test_out_of_vocabulary_valid_token_is_one_line(tmp_path):
+    (tmp_path / "train.txt").write_text("a b c\n")
+    (tmp_path / "valid.txt").write_text("a b\nc d\n")
+    (tmp_path / "test.txt").write_text("a\n")
+    line = one_line_error(run_cli("train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")))
+    assert "valid.txt line 2: token 'd' is not in the training vocabulary" in line
+
+
+def test_bad_option_value_and_missing_checkpoint_are_one_line(tmp_path):
+    assert "optim.lr: Input should be greater than 0" in one_line_error(run_cli("train", "--lr", "-1", "--print-config"))
+    assert "checkpoint not found" in one_line_error(run_cli("eval", str(tmp_path / "none.safetensors")))
+
+
+def test_every_train_option_maps_to_a_config_field():
+    from sparsernn.cli import TRAIN_OPTION_FIELDS
+    from sparsernn.config import RunConfig
+
+    fields = {f"{section}.{name}" for section, model in RunConfig.model_fields.items()
+              for name in model.annotation.model_fields}
+    assert set(TRAIN_OPTION_FIELDS.values()) == fields
+
+
+def _metrics(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_killed_mid_epoch_resumes_to_the_same_perplexity(synthetic_dir, tmp_path):
+    args = ["train", "--data-dir", str(synthetic_dir), *TINY, "--epochs", "2", "--dropout", "0.2",
+            "--checkpoint-every", "4", "--seed", "7"]
+    straight = run_cli(*args, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+
+    run = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sparsernn", *args, "--out", str(run)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "last.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (run / "results.json").exists()
+    resume_state = json.loads((run / "last.json").read_text())
+    assert resume_state["epoch"] == 1 and resume_state["resume"]["step_in_epoch"] > 0  # killed mid-epoch
+
+    resumed = run_cli("train", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    ours, theirs = _metrics(run), _metrics(tmp_path / "straight")
+    assert [m.get("epoch") for m in ours] == [1, 2, None]  # no duplicated epoch lines
+    assert ours[-1]["val_ppl"] == theirs[-1]["val_ppl"] and ours[-1]["test_ppl"] == theirs[-1]["test_ppl"]
+
+    # eval of the finished run reproduces its numbers; starting the same --out again is refused
+    evaluated = run_cli("eval", str(run))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"{ours[-1]['test_ppl']:.2f}" in evaluated.stdout and f"{ours[-1]['val_ppl']:.2f}" in evaluated.stdout
+    assert "--resume" in one_line_error(run_cli(*args, "--out", str(run)))
+
+
+def test_without_any_corpus_the_generated_one_is_used_and_said(tmp_path):
+    env = {"HOME": str(tmp_path / "home"), "SPARSERNN_DATA": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "sparsernn", "train", "--preset", "tiny", "--epochs", "1", "--epoch-tokens", "2000",
+         "--out", "run"], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **env,
+                                                                        "OMP_NUM_THREADS": "1", "COLUMNS": "200"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no PTB corpus found" in result.stderr and "generated corpus" in result.stderr
+    assert "test" in result.stdout and (tmp_path / "run" / "best.safetensors").is_file()
+
+
+@pytest.mark.skipif(not SHARED_PTB.is_dir(), reason="needs ../shared/data/ptb")
+def test_data_verify_on_the_real_corpus():
+    result = run_cli("data", "verify", "--data-dir", str(SHARED_PTB))
+    assert result.returncode == 0, result.stderr
+    assert "checksums verified" in result.stdout and "929,589" in result.stdout and "10,000" in result.stdout
+
+
+def test_data_download_from_a_file_url_reports_checksum_failure(tmp_path):
+    (tmp_path / "junk.tgz").write_bytes(b"not an archive")
+    line = one_line_error(run_cli("data", "download", "--dest", str(tmp_path / "ptb"), "--url",
+                                  (tmp_path / "junk.tgz").as_uri()))
+    assert "not a tar archive" in line
