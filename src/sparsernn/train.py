@@ -248,7 +248,7 @@ class Trainer:
                 self.best_val = valid.loss
                 if self.out_dir is not None:
                     self.save_model(self.out_dir / BEST)
-            self._start_next_epoch()
+            self.advance_epoch()
             if self.out_dir is not None:
                 self.save_resume()
                 self._append_metrics(record)
@@ -279,7 +279,8 @@ class Trainer:
             checkpoint.atomic_write_text(self.out_dir / "results.json", json.dumps(result, indent=1) + "\n")
         return result
 
-    def _start_next_epoch(self) -> None:
+    def advance_epoch(self) -> None:
+        """Move on to the next epoch (``fit`` does this after validation and checkpointing)."""
         self.epoch += 1
         self.step_in_epoch = 0
         self.epoch_loss.zero_()

@@ -38,7 +38,8 @@ class RNNLanguageModel(nn.Module):
         self.embedding = nn.Embedding(vocab_size, self.embedding_size)
         inputs = [self.embedding_size, *sizes[:-1]]
         self.layers = nn.ModuleList(_RNN_MODULES[config.cell](i, h) for i, h in zip(inputs, sizes))
-        self.dropout = nn.Dropout(config.dropout)
+        # p=0 dropout still copies tensors in training mode; skip it entirely.
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.decoder = nn.Linear(sizes[-1], vocab_size)
         if config.init_range is not None:
             for param in self.parameters():
