@@ -47,6 +47,20 @@ TRAIN_OPTION_FIELDS = {
     "clip": "optim.clip",
     "lr_decay": "optim.lr_decay",
     "decay_start_epoch": "optim.decay_start_epoch",
+    "nonmono": "optim.nonmono",
+    "method": "sparsity.method",
+    "density": "sparsity.density",
+    "prunable": "sparsity.prunable",
+    "sparse_init": "sparsity.init",
+    "death": "sparsity.death",
+    "growth": "sparsity.growth",
+    "redistribution": "sparsity.redistribution",
+    "death_rate": "sparsity.death_rate",
+    "death_rate_min": "sparsity.death_rate_min",
+    "update_every": "sparsity.update_every",
+    "stop_epoch": "sparsity.stop_epoch",
+    "start_epoch": "sparsity.start_epoch",
+    "end_epoch": "sparsity.end_epoch",
     "epochs": "train.epochs",
     "seed": "train.seed",
     "device": "train.device",
@@ -61,6 +75,13 @@ def _hidden_sizes(text: str) -> list[int]:
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated integers like 200,200, got {text!r}") from None
     return sizes
+
+
+def _update_every(text: str) -> int | str:
+    return text if text == "epoch" else int(text) if text.isdigit() else text
+
+
+_CONVERT = {"hidden": _hidden_sizes, "prunable": lambda v: v.split(","), "update_every": _update_every}
 
 
 @app.command()
@@ -87,6 +108,34 @@ def train(
     clip: Annotated[Optional[float], typer.Option(help="max gradient norm")] = None,
     lr_decay: Annotated[Optional[float], typer.Option(help="lr factor per epoch after --decay-start-epoch")] = None,
     decay_start_epoch: Annotated[Optional[int], typer.Option(help="last epoch at the initial lr")] = None,
+    nonmono: Annotated[Optional[int], typer.Option(help="nt_asgd: epochs without improvement before averaging")] = None,
+    method: Annotated[Optional[str], typer.Option(
+        help="dense | static | set | rigl | snfs | dsr | selfish | gmp", rich_help_panel="Sparsity")] = None,
+    density: Annotated[Optional[float], typer.Option(help="fraction of prunable weights kept",
+                                                     rich_help_panel="Sparsity")] = None,
+    sparsity: Annotated[Optional[float], typer.Option(help="fraction pruned (= 1 - density)",
+                                                      rich_help_panel="Sparsity")] = None,
+    prunable: Annotated[Optional[str], typer.Option(help="comma list of embedding,recurrent,decoder",
+                                                    rich_help_panel="Sparsity")] = None,
+    sparse_init: Annotated[Optional[str], typer.Option(help="uniform | er", rich_help_panel="Sparsity")] = None,
+    death: Annotated[Optional[str], typer.Option(help="magnitude | set | threshold | global_magnitude",
+                                                 rich_help_panel="Sparsity")] = None,
+    growth: Annotated[Optional[str], typer.Option(help="random | gradient | momentum",
+                                                  rich_help_panel="Sparsity")] = None,
+    redistribution: Annotated[Optional[str], typer.Option(help="none | magnitude | nonzeros | momentum",
+                                                          rich_help_panel="Sparsity")] = None,
+    death_rate: Annotated[Optional[float], typer.Option(help="initial fraction pruned per update",
+                                                        rich_help_panel="Sparsity")] = None,
+    death_rate_min: Annotated[Optional[float], typer.Option(help="death rate reached by cosine annealing",
+                                                            rich_help_panel="Sparsity")] = None,
+    update_every: Annotated[Optional[str], typer.Option(help="steps between mask updates, or 'epoch'",
+                                                        rich_help_panel="Sparsity")] = None,
+    stop_epoch: Annotated[Optional[int], typer.Option(help="no mask updates after this epoch",
+                                                      rich_help_panel="Sparsity")] = None,
+    start_epoch: Annotated[Optional[int], typer.Option(help="gmp: first epoch that prunes",
+                                                       rich_help_panel="Sparsity")] = None,
+    end_epoch: Annotated[Optional[int], typer.Option(help="gmp: epoch that reaches the density",
+                                                     rich_help_panel="Sparsity")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="number of epochs")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
@@ -95,7 +144,7 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="any config field: FIELD=VALUE")] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="print the resolved config and exit")] = False,
 ) -> None:
-    """Train a language model (dense for now) and keep its best checkpoint."""
+    """Train a language model, dense or sparse, and keep its best checkpoint."""
     import yaml
 
     from sparsernn.config import parse_override, resolve_config, validate
@@ -108,7 +157,11 @@ def train(
     for option, field in TRAIN_OPTION_FIELDS.items():
         value = given[option]
         if value is not None:
-            overrides[field] = _hidden_sizes(value) if option == "hidden" else value
+            overrides[field] = _CONVERT.get(option, lambda v: v)(value)
+    if sparsity is not None:
+        if density is not None:
+            raise SparsernnError("give --density or --sparsity, not both")
+        overrides["sparsity.density"] = round(1.0 - sparsity, 12)
 
     if resume is not None:
         if preset or config:

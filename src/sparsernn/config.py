@@ -68,13 +68,14 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    name: Literal["sgd", "adam", "asgd"] = "sgd"
+    name: Literal["sgd", "adam", "asgd", "nt_asgd"] = "sgd"
     lr: float = Field(20.0, gt=0.0, description="for the per-token mean loss")
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     clip: float | None = Field(0.25, gt=0.0, description="max global gradient norm; None disables")
     lr_decay: float = Field(1.0, gt=0.0, le=1.0, description="factor applied per epoch after decay_start_epoch")
     decay_start_epoch: int = Field(0, ge=0, description="last epoch run at the initial lr")
+    nonmono: int = Field(5, gt=0, description="nt_asgd: epochs without improvement before averaging starts")
 
 
 class TrainConfig(_Section):
@@ -87,11 +88,49 @@ class TrainConfig(_Section):
     )
 
 
+Method = Literal["dense", "static", "set", "rigl", "snfs", "dsr", "selfish", "gmp"]
+
+
+class SparsityConfig(_Section):
+    """How the model is made sparse. Fields left unset take the method's defaults (sparsity/methods.py)."""
+
+    method: Method = "dense"
+    density: float = Field(1.0, gt=0.0, le=1.0, description="fraction of prunable weights kept (1 - sparsity)")
+    prunable: list[Literal["embedding", "recurrent", "decoder"]] = Field(
+        default_factory=lambda: ["embedding", "recurrent", "decoder"], min_length=1
+    )
+    init: Literal["uniform", "er"] | None = Field(None, description="initial per-matrix densities")
+    death: Literal["magnitude", "set", "threshold", "global_magnitude"] | None = None
+    growth: Literal["random", "gradient", "momentum"] | None = None
+    redistribution: Literal["none", "magnitude", "nonzeros", "momentum"] | None = None
+    death_rate: float | None = Field(None, ge=0.0, le=1.0, description="initial fraction of active weights pruned")
+    death_rate_min: float | None = Field(None, ge=0.0, le=1.0, description="death rate at the stop (cosine)")
+    update_every: int | Literal["epoch"] | None = Field(None, description="steps between mask updates, or epoch")
+    stop_epoch: int | None = Field(None, gt=0, description="no mask updates after this epoch")
+    start_epoch: int | None = Field(None, gt=0, description="gmp: pruning starts after this many epochs, +1")
+    end_epoch: int | None = Field(None, gt=0, description="gmp: target density reached at the end of this epoch")
+
+    @field_validator("update_every")
+    @classmethod
+    def _positive_interval(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError("must be a positive number of steps or 'epoch'")
+        return value
+
+
 class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    sparsity: SparsityConfig = Field(default_factory=SparsityConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _resolve_method_defaults(self) -> RunConfig:
+        from sparsernn.sparsity.methods import resolve_method
+
+        resolve_method(self)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -162,11 +201,11 @@ def validate(data: dict[str, Any], source: str = "config") -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        field = ".".join(str(p) for p in err["loc"])
         given = err.get("input")
         shown = "" if isinstance(given, dict) else f" (got {given!r})"
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(f"{source}: {field}: {msg}{shown}") from None
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{source}: {field + ': ' if field else ''}{msg}{shown}") from None
 
 
 def resolve_config(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Protocol
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -16,7 +16,8 @@ class Reporter(Protocol):
 
     def end_epoch(self) -> None: ...
 
-    def message(self, text: str) -> None: ...
+    def message(self, text: Any) -> None:
+        """A line of text or a rich renderable (table)."""
 
 
 class SilentReporter:
@@ -29,7 +30,7 @@ class SilentReporter:
     def end_epoch(self) -> None:
         pass
 
-    def message(self, text: str) -> None:
+    def message(self, text: Any) -> None:
         pass
 
 
@@ -76,7 +77,7 @@ class ConsoleReporter:
             self._progress.stop()
             self._progress = None
 
-    def message(self, text: str) -> None:
+    def message(self, text: Any) -> None:
         self.console.print(text)
 
 

@@ -16,6 +16,7 @@ import json
 import math
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,12 @@ from sparsernn.config import OptimConfig, RunConfig, validate
 from sparsernn.data.lm import Corpus, Vocabulary, batchify, bptt_window, num_windows
 from sparsernn.errors import CheckpointError, ConfigError
 from sparsernn.models.lm import RNNLanguageModel, count_parameters, detach_state, state_from_tensors, state_tensors
+from sparsernn.optim import NTASGD
 from sparsernn.progress import Reporter, SilentReporter
-from sparsernn.sparsity.base import Dense, Sparsifier
+from sparsernn.sparsity.base import Sparsifier
+from sparsernn.sparsity.masks import strip_masks
+from sparsernn.sparsity.methods import build_sparsifier
+from sparsernn.sparsity.report import density_report, density_table
 
 BEST = "best.safetensors"
 LAST = "last.safetensors"
@@ -55,6 +60,8 @@ def build_optimizer(params, config: OptimConfig) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if config.name == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.name == "nt_asgd":
+        return NTASGD(params, lr=config.lr, weight_decay=config.weight_decay, nonmono=config.nonmono)
     # Averaged SGD from the first step (Polyak averaging; t0=0, lambd=0 as in AWD-LSTM).
     return torch.optim.ASGD(params, lr=config.lr, t0=0, lambd=0.0, weight_decay=config.weight_decay)
 
@@ -137,8 +144,6 @@ class Trainer:
         seed_everything(config.train.seed)
         self.model = build_model(config, len(corpus.vocab)).to(self.device)
         self.optimizer = build_optimizer(self.model.parameters(), config.optim)
-        self.sparsifier = sparsifier or Dense()
-        self.sparsifier.attach(self.model, self.optimizer)
         data = config.data
         self.train_data = batchify(corpus.train, data.batch_size).to(self.device)
         self.valid_data = batchify(corpus.valid, data.eval_batch_size).to(self.device)
@@ -148,6 +153,8 @@ class Trainer:
         if data.epoch_tokens is not None:
             per_epoch = min(per_epoch, -(-data.epoch_tokens // (data.batch_size * data.bptt)))
         self.steps_per_epoch = per_epoch
+        self.sparsifier = sparsifier or build_sparsifier(config, self.steps_per_epoch)
+        self.sparsifier.attach(self.model, self.optimizer)
         # Progress of the run; all of it goes into the resume checkpoint.
         self.epoch = 1  # the epoch in progress (or next to start)
         self.step_in_epoch = 0
@@ -220,9 +227,14 @@ class Trainer:
             "train_seconds": self.epoch_seconds,
         }
 
+    def evaluation_weights(self):
+        """Averaged weights once NT-ASGD averages, the live weights otherwise."""
+        return self.optimizer.averaged() if isinstance(self.optimizer, NTASGD) else nullcontext()
+
     def evaluate_split(self, split: str) -> EvalResult:
         data = {"valid": self.valid_data, "test": self.test_data}[split]
-        return evaluate(self.model, data, self.config.data.bptt)
+        with self.evaluation_weights():
+            return evaluate(self.model, data, self.config.data.bptt)
 
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs, keep the best model by validation, then score it on test."""
@@ -231,10 +243,14 @@ class Trainer:
             checkpoint.atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.config.to_dict(),
                                                                                    sort_keys=False))
             self._rewrite_metrics()
+        self._report_sparsity("start")
         while self.epoch <= self.config.train.epochs:
             record = self.train_epoch()
             valid = self.evaluate_split("valid")
             record.update(val_loss=valid.loss, val_ppl=valid.perplexity)
+            if isinstance(self.optimizer, NTASGD) and self.optimizer.observe(valid.loss):
+                self.reporter.message(f"epoch {self.epoch}: validation stalled; averaging weights from now on")
+            record["averaging"] = bool(getattr(self.optimizer, "averaging", False))
             self.sparsifier.end_epoch(self.epoch, record)
             improved = self.best_val is None or valid.loss < self.best_val
             record["best"] = improved
@@ -252,16 +268,34 @@ class Trainer:
             if self.out_dir is not None:
                 self.save_resume()
                 self._append_metrics(record)
+        self._report_sparsity("end")
         return self.finish()
+
+    def _report_sparsity(self, when: str) -> None:
+        """Print the per-matrix density table and keep it in the run directory (masked models only)."""
+        report = density_report(self.model)
+        if not report["matrices"]:
+            return
+        self.reporter.message(density_table(report, f"sparsity at {when}: {report['nonzero']:,} non-zero of "
+                                                    f"{report['total']:,} prunable weights"))
+        if self.out_dir is not None:
+            path = self.out_dir / "sparsity.json"
+            saved = json.loads(path.read_text()) if path.is_file() else {}
+            saved[when] = report
+            checkpoint.atomic_write_text(path, json.dumps(saved, indent=1) + "\n")
 
     def finish(self) -> dict[str, Any]:
         """Test perplexity of the best model (by validation); written to results.json."""
+        weights = self.evaluation_weights()
         if self.out_dir is not None and (self.out_dir / BEST).is_file():
             tensors, _ = checkpoint.load(self.out_dir / BEST, self.device)
             self.model.load_state_dict(checkpoint.subtree(tensors, "model"))
+            weights = nullcontext()  # the best checkpoint holds the weights as evaluated
         best = min(self.history, key=lambda r: r["val_loss"]) if self.history else None
-        valid = self.evaluate_split("valid")
-        test = self.evaluate_split("test")
+        with weights:
+            valid = evaluate(self.model, self.valid_data, self.config.data.bptt)
+            test = evaluate(self.model, self.test_data, self.config.data.bptt)
+        sparsity = density_report(self.model)
         result = {
             "event": "final",
             "best_epoch": best["epoch"] if best else None,
@@ -270,6 +304,8 @@ class Trainer:
             "test_loss": test.loss,
             "test_ppl": test.perplexity,
             "parameters": count_parameters(self.model),
+            "nonzero_prunable": sparsity["nonzero"],
+            "density": sparsity["density"],
             "train_seconds": sum(r["train_seconds"] for r in self.history),
         }
         self.reporter.message(f"best epoch {result['best_epoch']} | valid ppl {valid.perplexity:.2f} | "
@@ -301,8 +337,9 @@ class Trainer:
         }
 
     def save_model(self, path: Path) -> None:
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        checkpoint.save(path, tensors, self._meta())
+        """The model as evaluated (averaged weights under NT-ASGD), for use after training."""
+        with self.evaluation_weights():
+            checkpoint.save(path, {f"model.{k}": v for k, v in self.model.state_dict().items()}, self._meta())
 
     def save_resume(self) -> None:
         """Everything needed to continue exactly where the run is now."""
@@ -363,6 +400,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[RN
     config = validate(meta["config"], f"{path} config")
     vocab = Vocabulary(tuple(meta["vocab"]))
     model = build_model(config, len(vocab)).to(device)
-    model.load_state_dict(checkpoint.subtree(tensors, "model"))
+    model.load_state_dict(strip_masks(checkpoint.subtree(tensors, "model")))
     model.eval()
     return model, config, vocab, meta

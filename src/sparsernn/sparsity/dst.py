@@ -1,0 +1,170 @@
+"""Dynamic sparse training: a fixed number of non-zero weights, pruned and regrown during training.
+
+One class covers the sparse-to-sparse methods; they differ only in their modes (see ``methods.py``):
+static (no updates), SET, RigL, SNFS, DSR and Selfish-RNN. An update removes ``death_rate`` of
+each matrix's active weights (or that many globally), then regrows exactly as many as were
+removed, spread over the matrices by the redistribution mode, so the total non-zero count never
+changes. Regrown weights start at zero, with zero optimizer state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from sparsernn.sparsity import modes
+from sparsernn.sparsity.masks import PRUNABLE_KINDS, MaskedSparsifier
+
+
+class DynamicSparsity(MaskedSparsifier):
+    """Sparse-to-sparse training with the given modes.
+
+    ``update_every``: steps between mask updates, or ``"epoch"`` for updates at epoch ends (never
+    after ``stop_step`` / ``stop_epoch``). The death rate anneals by cosine from ``death_rate`` to
+    ``death_rate_min`` over the steps up to ``stop_step``.
+    """
+
+    def __init__(
+        self,
+        density: float,
+        init: str = "uniform",
+        death: str = "magnitude",
+        growth: str = "random",
+        redistribution: str = "none",
+        death_rate: float = 0.5,
+        death_rate_min: float = 0.0,
+        update_every: int | str = "epoch",
+        stop_epoch: int | None = None,
+        steps_per_epoch: int = 1,
+        momentum_beta: float = 0.9,
+        prunable: Iterable[str] = PRUNABLE_KINDS,
+        seed: int = 0,
+        dynamic: bool = True,
+        threshold_tolerance: float = 0.05,
+    ) -> None:
+        super().__init__(prunable, seed)
+        self.density = density
+        self.init = init
+        self.death = death
+        self.growth = growth
+        self.redistribution = redistribution
+        self.death_rate = death_rate
+        self.death_rate_min = death_rate_min
+        self.update_every = update_every
+        self.steps_per_epoch = steps_per_epoch
+        self.stop_step = stop_epoch * steps_per_epoch if stop_epoch is not None else math.inf
+        self.momentum_beta = momentum_beta
+        self.dynamic = dynamic
+        self.threshold_tolerance = threshold_tolerance
+        self.thresholds: dict[str, float] = {}
+        self.momenta: dict[str, torch.Tensor] = {}
+        self.updates = 0
+
+    @property
+    def uses_momentum(self) -> bool:
+        return self.dynamic and "momentum" in (self.growth, self.redistribution)
+
+    def init_masks(self) -> None:
+        params = self.masking.params
+        shapes = {n: tuple(p.shape) for n, p in params.items()}
+        if self.init == "er":
+            densities = modes.erdos_renyi_densities(shapes, self.density)
+        else:
+            densities = modes.uniform_densities(shapes, self.density)
+        counts = modes.nonzero_counts({n: p.numel() for n, p in params.items()}, densities)
+        for name, param in params.items():
+            self.masking.set(name, modes.random_mask(shapes[name], counts[name], self.generator, param.device))
+        if self.uses_momentum:
+            # SNFS's momentum of the dense gradient, kept here: the optimizer's own buffers are zeroed at
+            # masked positions (and plain SGD has none), so they cannot rank inactive weights.
+            self.momenta = {n: torch.zeros_like(p) for n, p in params.items()}
+
+    def after_backward(self) -> None:
+        if self.uses_momentum:
+            beta = self.momentum_beta
+            for name, param in self.masking.params.items():
+                if param.grad is not None:
+                    self.momenta[name].mul_(beta).add_(param.grad, alpha=1 - beta)
+
+    def current_death_rate(self) -> float:
+        horizon = self.stop_step if math.isfinite(self.stop_step) else 0
+        if not horizon:
+            return self.death_rate
+        return modes.cosine_death_rate(self.step, int(horizon), self.death_rate, self.death_rate_min)
+
+    def after_step(self) -> None:
+        super().after_step()
+        if (self.dynamic and isinstance(self.update_every, int) and self.step % self.update_every == 0
+                and self.step < self.stop_step):
+            self.update(self.current_death_rate())
+
+    def end_epoch(self, epoch: int, metrics: dict) -> None:
+        if self.dynamic and self.update_every == "epoch" and self.step < self.stop_step:
+            self.update(self.current_death_rate())
+
+    @torch.no_grad()
+    def update(self, rate: float) -> dict[str, tuple[int, int]]:
+        """Prune ``rate`` of the active weights and regrow as many; returns ``{name: (removed, grown)}``."""
+        masking = self.masking
+        weights = {n: p.detach() for n, p in masking.params.items()}
+        before = {n: m.clone() for n, m in masking.masks.items()}
+        active = {n: int(m.sum()) for n, m in before.items()}
+        # death
+        if self.death == "global_magnitude":
+            pruned = modes.global_magnitude_death(weights, before, round(rate * sum(active.values())))
+        else:
+            pruned = {}
+            for name in weights:
+                k = round(rate * active[name])
+                if self.death == "magnitude":
+                    pruned[name] = modes.magnitude_death(weights[name], before[name], k)
+                elif self.death == "set":
+                    pruned[name] = modes.set_death(weights[name], before[name], k)
+                elif self.death == "threshold":
+                    pruned[name], self.thresholds[name] = modes.threshold_death(
+                        weights[name], before[name], k, self.thresholds.get(name, 0.0), self.threshold_tolerance)
+                else:
+                    raise ValueError(f"unknown death mode {self.death!r}")
+        removed = {n: active[n] - int(pruned[n].sum()) for n in weights}
+        # redistribution of the regrowth budget
+        capacity = {n: pruned[n].numel() - int(pruned[n].sum()) for n in weights}
+        if self.redistribution == "none":
+            budget = removed
+        else:
+            scores = modes.redistribution_scores(self.redistribution, weights, pruned, self.momenta or None)
+            budget = modes.allocate(sum(removed.values()), scores, capacity)
+        # growth
+        report = {}
+        for name in weights:
+            if self.growth == "random":
+                grown = modes.random_growth(pruned[name], budget[name], self.generator)
+            elif self.growth == "gradient":
+                grad = masking.params[name].grad
+                if grad is None:
+                    raise RuntimeError(f"gradient growth needs the gradient of {name}; none was computed")
+                grown = modes.score_growth(pruned[name], budget[name], grad)
+            elif self.growth == "momentum":
+                grown = modes.score_growth(pruned[name], budget[name], self.momenta[name])
+            else:
+                raise ValueError(f"unknown growth mode {self.growth!r}")
+            # a regrown position starts from zero, whatever it held before it was pruned
+            new = grown & ~before[name]
+            weights[name].masked_fill_(new, 0.0)
+            masking.set(name, grown)
+            report[name] = (removed[name], int((grown & ~pruned[name]).sum()))
+        masking.apply(self.optimizer)
+        self.updates += 1
+        return report
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "thresholds": dict(self.thresholds), "momenta": dict(self.momenta),
+                "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.thresholds = dict(state["thresholds"])
+        for name, value in state["momenta"].items():
+            self.momenta[name].copy_(value)
+        self.updates = state["updates"]

@@ -1,0 +1,63 @@
+"""Gradual magnitude pruning (Zhu & Gupta 2017): dense-to-sparse, the baseline of sparse training.
+
+Every ``update_every`` steps between ``start_step`` and ``end_step`` each matrix is pruned by
+magnitude to its density on the cubic schedule ``s_t = s_f + (s_i - s_f)(1 - progress)^3``; masks
+only shrink, pruned weights stay zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from sparsernn.sparsity import modes
+from sparsernn.sparsity.masks import PRUNABLE_KINDS, MaskedSparsifier
+
+
+class GradualMagnitudePruning(MaskedSparsifier):
+    def __init__(
+        self,
+        density: float,
+        start_step: int,
+        end_step: int,
+        update_every: int = 100,
+        init: str = "uniform",
+        prunable: Iterable[str] = PRUNABLE_KINDS,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(prunable, seed)
+        if end_step <= start_step:
+            raise ValueError(f"GMP needs end_step > start_step, got {start_step}..{end_step}")
+        self.density = density
+        self.start_step = start_step
+        self.end_step = end_step
+        self.update_every = update_every
+        self.init = init
+        self.final: dict[str, float] = {}
+
+    def init_masks(self) -> None:
+        shapes = {n: tuple(p.shape) for n, p in self.masking.params.items()}
+        if self.init == "er":
+            self.final = modes.erdos_renyi_densities(shapes, self.density)
+        else:
+            self.final = modes.uniform_densities(shapes, self.density)
+
+    def target_counts(self, step: int) -> dict[str, int]:
+        numel = {n: p.numel() for n, p in self.masking.params.items()}
+        densities = {n: modes.gmp_density(step, self.start_step, self.end_step, d) for n, d in self.final.items()}
+        return modes.nonzero_counts(numel, densities)
+
+    def after_step(self) -> None:
+        super().after_step()
+        on_grid = (self.step - self.start_step) % self.update_every == 0
+        if self.start_step < self.step <= self.end_step and (on_grid or self.step == self.end_step):
+            self.prune_to(self.target_counts(self.step))
+
+    @torch.no_grad()
+    def prune_to(self, counts: dict[str, int]) -> None:
+        for name, param in self.masking.params.items():
+            excess = self.masking.active(name) - counts[name]
+            if excess > 0:
+                self.masking.set(name, modes.magnitude_death(param, self.masking.masks[name], excess))
+        self.masking.apply(self.optimizer)

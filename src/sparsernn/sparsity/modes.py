@@ -1,0 +1,244 @@
+"""The pure math of sparse training: initial densities, prune (death), growth and redistribution.
+
+Every function takes tensors/numbers and returns tensors/numbers; none touches a model or file.
+Masks are bool tensors (True = the weight is kept). Counts are exact: a death of ``k`` removes
+exactly ``k`` active weights, a growth of ``k`` activates exactly ``k`` inactive positions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+# ---- initial densities ----------------------------------------------------------------------------
+
+
+def uniform_densities(shapes: Mapping[str, tuple[int, ...]], density: float) -> dict[str, float]:
+    """The same density in every matrix."""
+    return {name: density for name in shapes}
+
+
+def erdos_renyi_densities(shapes: Mapping[str, tuple[int, int]], density: float) -> dict[str, float]:
+    """Erdős–Rényi densities (Mocanu et al. 2018): ``d_i = eps * (n_in + n_out) / (n_in * n_out)``.
+
+    ``eps`` is chosen so the total non-zero count is ``density * total``; a matrix whose density
+    would exceed 1 is made dense and ``eps`` re-solved over the rest, until none exceeds 1.
+    """
+    numel = {n: math.prod(s) for n, s in shapes.items()}
+    raw = {n: (s[0] + s[1]) / (s[0] * s[1]) for n, s in shapes.items()}
+    target = density * sum(numel.values())
+    dense: set[str] = set()
+    while True:
+        free = [n for n in shapes if n not in dense]
+        budget = target - sum(numel[n] for n in dense)
+        eps = budget / sum(raw[n] * numel[n] for n in free) if free else 0.0
+        overflowing = {n for n in free if eps * raw[n] > 1.0}
+        if not overflowing:
+            return {n: 1.0 if n in dense else eps * raw[n] for n in shapes}
+        dense |= overflowing
+
+
+def nonzero_counts(numel: Mapping[str, int], densities: Mapping[str, float]) -> dict[str, int]:
+    """Integer non-zero counts per matrix, each within one weight of ``density_i * numel_i`` and summing
+    to the rounded global target (largest-remainder rounding)."""
+    exact = {n: densities[n] * numel[n] for n in numel}
+    counts = {n: math.floor(v) for n, v in exact.items()}
+    missing = round(sum(exact.values())) - sum(counts.values())
+    for name in sorted(exact, key=lambda n: counts[n] - exact[n])[:max(missing, 0)]:
+        counts[name] += 1
+    return {n: min(c, numel[n]) for n, c in counts.items()}
+
+
+def random_mask(shape: tuple[int, ...], count: int, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """A bool mask with exactly ``count`` True entries at uniformly random positions."""
+    numel = math.prod(shape)
+    mask = torch.zeros(numel, dtype=torch.bool, device=device)
+    chosen = torch.randperm(numel, generator=generator)[:count].to(device)
+    mask[chosen] = True
+    return mask.view(shape)
+
+
+# ---- death (pruning) ---------------------------------------------------------------------------------
+
+
+def _remove_lowest(score: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """Deactivate the ``k`` active entries with the lowest ``score``."""
+    k = min(k, int(mask.sum()))
+    out = mask.clone()
+    if k <= 0:
+        return out
+    candidates = torch.where(mask, score, torch.full_like(score, math.inf))
+    index = torch.topk(candidates.flatten(), k, largest=False, sorted=False).indices
+    out.view(-1)[index] = False
+    return out
+
+
+def magnitude_death(weight: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """Remove the ``k`` active weights of smallest magnitude."""
+    return _remove_lowest(weight.abs(), mask, k)
+
+
+def set_death(weight: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """SET (Mocanu et al. 2018): remove the positive weights closest to zero and the negative weights
+    closest to zero, half of ``k`` each (a side with too few gives the rest to the other).
+
+    Active weights equal to zero (just regrown) count with the positive side: they are the closest."""
+    positive = mask & (weight >= 0)
+    negative = mask & (weight < 0)
+    n_pos, n_neg = int(positive.sum()), int(negative.sum())
+    k = min(k, n_pos + n_neg)
+    k_pos = min(n_pos, k - min(n_neg, k // 2))
+    k_neg = k - k_pos
+    out = _remove_lowest(weight, positive, k_pos) | negative  # smallest positives
+    out = _remove_lowest(-weight, negative, k_neg) | (out & ~negative)  # negatives nearest zero
+    return out
+
+
+def threshold_death(weight: torch.Tensor, mask: torch.Tensor, k: int, threshold: float,
+                    tolerance: float = 0.05, max_iterations: int = 40) -> tuple[torch.Tensor, float]:
+    """Remove active weights with ``|w| < t``, adapting ``t`` from its previous value until the count
+    removed is within ``tolerance * k`` of ``k``. Returns the new mask and the threshold reached.
+
+    The threshold is bracketed by doubling/halving from its last value (as in DSR's adaptive
+    threshold) and refined by bisection; the count removed may differ from ``k`` within tolerance.
+    """
+    magnitude = torch.where(mask, weight.abs(), torch.full_like(weight, math.inf))
+    active = int(mask.sum())
+    k = min(k, active)
+    if k <= 0:
+        return mask.clone(), threshold
+
+    def removed(t: float) -> int:
+        return int((magnitude < t).sum())
+
+    allowed = max(1, int(tolerance * k))
+    t = threshold if threshold > 0 else float(magnitude[mask].abs().mean())
+    low, high = 0.0, math.inf
+    for _ in range(max_iterations):
+        count = removed(t)
+        if abs(count - k) <= allowed:
+            break
+        if count < k:
+            low = t
+            t = t * 2.0 if math.isinf(high) else (t + high) / 2.0
+        else:
+            high = t
+            t = (low + t) / 2.0
+    return mask & ~(magnitude < t), t
+
+
+def global_magnitude_death(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
+                           k: int) -> dict[str, torch.Tensor]:
+    """Remove the ``k`` smallest-magnitude active weights across all matrices (one threshold)."""
+    names = list(weights)
+    flat = torch.cat([torch.where(masks[n], weights[n].abs(), math.inf).flatten() for n in names])
+    k = min(k, int(sum(int(masks[n].sum()) for n in names)))
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    if k > 0:
+        keep[torch.topk(flat, k, largest=False, sorted=False).indices] = False
+    out, start = {}, 0
+    for n in names:
+        size = masks[n].numel()
+        out[n] = masks[n] & keep[start:start + size].view_as(masks[n])
+        start += size
+    return out
+
+
+# ---- growth -------------------------------------------------------------------------------------------
+
+
+def random_growth(mask: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Activate ``k`` inactive positions chosen uniformly at random."""
+    inactive = (~mask).flatten().nonzero().squeeze(1)
+    k = min(k, inactive.numel())
+    out = mask.clone()
+    if k > 0:
+        pick = torch.randperm(inactive.numel(), generator=generator)[:k].to(inactive.device)
+        out.view(-1)[inactive[pick]] = True
+    return out
+
+
+def score_growth(mask: torch.Tensor, k: int, score: torch.Tensor) -> torch.Tensor:
+    """Activate the ``k`` inactive positions of largest ``|score|`` (RigL: the dense gradient;
+    SNFS: the momentum)."""
+    inactive = (~mask).flatten()
+    k = min(k, int(inactive.sum()))
+    out = mask.clone()
+    if k > 0:
+        candidates = torch.where(inactive, score.abs().flatten(), -1.0)
+        out.view(-1)[torch.topk(candidates, k, sorted=False).indices] = True
+    return out
+
+
+# ---- redistribution -------------------------------------------------------------------------------------
+
+
+def redistribution_scores(mode: str, weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
+                          momenta: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """How much each matrix deserves of the regrowth budget (after pruning):
+    ``magnitude`` mean |w| over its active weights, ``nonzeros`` its active count, ``momentum``
+    mean |momentum| over its active weights (Dettmers & Zettlemoyer 2019)."""
+    scores = {}
+    for name, mask in masks.items():
+        active = int(mask.sum())
+        if mode == "nonzeros":
+            scores[name] = float(active)
+        elif mode == "magnitude":
+            scores[name] = float(weights[name].abs()[mask].mean()) if active else 0.0
+        elif mode == "momentum":
+            if momenta is None:
+                raise ValueError("momentum redistribution needs momenta")
+            scores[name] = float(momenta[name].abs()[mask].mean()) if active else 0.0
+        else:
+            raise ValueError(f"unknown redistribution mode {mode!r}")
+    return scores
+
+
+def allocate(total: int, scores: Mapping[str, float], capacity: Mapping[str, int]) -> dict[str, int]:
+    """Split ``total`` regrowth slots in proportion to ``scores``, never giving a matrix more than its
+    ``capacity`` (free positions); what a full matrix cannot take goes to the others. Exact sum."""
+    total = min(total, sum(capacity.values()))
+    share = {n: 0 for n in scores}
+    open_ = {n for n in scores if capacity[n] > 0}
+    remaining = total
+    while remaining > 0 and open_:
+        weight = sum(max(scores[n], 0.0) for n in open_)
+        exact = {n: remaining * (max(scores[n], 0.0) / weight if weight > 0 else 1 / len(open_)) for n in open_}
+        give = {n: min(math.floor(v), capacity[n] - share[n]) for n, v in exact.items()}
+        leftover = remaining - sum(give.values())
+        # largest remainders get the rounding slack, capacity permitting
+        for n in sorted(open_, key=lambda n: give[n] - exact[n]):
+            if leftover <= 0:
+                break
+            if give[n] < capacity[n] - share[n]:
+                give[n] += 1
+                leftover -= 1
+        for n, g in give.items():
+            share[n] += g
+        remaining = total - sum(share.values())
+        open_ = {n for n in open_ if share[n] < capacity[n]}
+    return share
+
+
+# ---- schedules --------------------------------------------------------------------------------------------
+
+
+def cosine_death_rate(step: int, total_steps: int, initial: float, minimum: float = 0.0) -> float:
+    """Cosine annealing of the death rate from ``initial`` at step 0 to ``minimum`` at ``total_steps``."""
+    if total_steps <= 0 or step >= total_steps:
+        return minimum
+    return minimum + 0.5 * (initial - minimum) * (1.0 + math.cos(math.pi * step / total_steps))
+
+
+def gmp_density(step: int, start: int, end: int, final_density: float, initial_density: float = 1.0) -> float:
+    """Zhu & Gupta (2017): sparsity ``s_t = s_f + (s_i - s_f)(1 - (t - t0)/(t_end - t0))^3``, as density."""
+    if step <= start:
+        return initial_density
+    if step >= end:
+        return final_density
+    progress = (step - start) / (end - start)
+    initial_sparsity, final_sparsity = 1.0 - initial_density, 1.0 - final_density
+    return 1.0 - (final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - progress) ** 3)
