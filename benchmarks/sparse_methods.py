@@ -1,0 +1,79 @@
+"""Validation/test perplexity of every sparse-training method at density 0.33 on ptb-small, next to dense.
+
+    python benchmarks/sparse_methods.py [--data-dir DIR] [--epochs 4] [--epoch-tokens 300000] [--out runs/methods]
+
+The schedule is shortened alike for all methods (CPU budget): ``--epochs`` epochs of
+``--epoch-tokens`` training tokens each (successive slices of PTB train), lr 20 halved each epoch after
+the second; all else is ptb-small. Each method runs in its own run directory and is skipped when its
+results.json exists, so an interrupted benchmark resumes where it stopped. Writes
+results/sparse_methods.json and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+
+from sparsernn.config import resolve_config  # noqa: E402
+from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
+from sparsernn.progress import default_reporter  # noqa: E402
+from sparsernn.train import LAST, Trainer  # noqa: E402
+
+METHODS = ["dense", "static", "set", "rigl", "snfs", "dsr", "selfish", "gmp"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epoch-tokens", type=int, default=300_000)
+    parser.add_argument("--density", type=float, default=0.33)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--out", default="runs/methods")
+    args = parser.parse_args()
+
+    corpus_dir, note = resolve_lm_dir(args.data_dir)
+    if note:
+        sys.exit(f"sparse_methods.py needs PTB: {note}")
+    corpus = load_corpus(corpus_dir)
+    rows = []
+    for method in args.methods.split(","):
+        overrides = {
+            "train.epochs": args.epochs, "data.epoch_tokens": args.epoch_tokens, "optim.decay_start_epoch": 2,
+            "train.checkpoint_every": 500, "train.log_interval": 250, "data.dir": str(corpus_dir.resolve()),
+            "sparsity.method": method, "sparsity.density": 1.0 if method == "dense" else args.density,
+        }
+        config = resolve_config("ptb-small", overrides=overrides)
+        run = Path(args.out) / method
+        if (run / "results.json").is_file():
+            result = json.loads((run / "results.json").read_text())
+            history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][:-1]
+        else:
+            print(f"== {method} ==", flush=True)
+            trainer = Trainer(config, corpus, run, reporter=default_reporter())
+            if (run / LAST).is_file():
+                trainer.load_resume(run / LAST)
+            result = trainer.fit()
+            history = trainer.history
+        rows.append({"method": method, "config": config.to_dict(), "val_ppl": result["val_ppl"],
+                     "test_ppl": result["test_ppl"], "density": result["density"],
+                     "nonzero_prunable": result["nonzero_prunable"], "best_epoch": result["best_epoch"],
+                     "train_seconds": result["train_seconds"], "epochs": history})
+    path = write_result("sparse_methods", {
+        "command": "python benchmarks/sparse_methods.py " + " ".join(sys.argv[1:]),
+        "schedule": {"epochs": args.epochs, "epoch_tokens": args.epoch_tokens, "lr": "20, halved after epoch 2"},
+        "methods": rows,
+    })
+    print(f"\n{'method':8s} {'density':>8s} {'valid ppl':>10s} {'test ppl':>9s}")
+    for row in rows:
+        print(f"{row['method']:8s} {row['density']:8.3f} {row['val_ppl']:10.2f} {row['test_ppl']:9.2f}")
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Lyapunov spectrum of a recurrent model driven by real input sequences.
+
+After Vogt et al. (2022), as used by the hyperpruning paper: from zero state and an orthonormal basis
+``Q0 = I[:, :k]``, each step advances the state, forms ``J_t Q_{t-1}`` in closed form
+(``jacobians.py``), re-orthonormalises by QR and accumulates ``log|diag R_t|``; the exponents are
+the mean over the counted steps and the K samples. All K samples run batched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from sparsernn.dynamics.jacobians import initial_states, stack_params, stack_step, stack_step_jq, state_sizes
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Exponents sorted descending (per step, natural log unless ``log_base`` says otherwise)."""
+
+    exponents: torch.Tensor
+    per_sample: torch.Tensor = field(repr=False)
+    state: str = "hc"
+    log_base: float = math.e
+    steps: int = 0
+    samples: int = 0
+
+    @property
+    def features(self) -> dict[str, float]:
+        e = self.exponents
+        return {
+            "max": float(e.max()),
+            "mean": float(e.mean()),
+            "variance": float(e.var(unbiased=False)),
+            "num_positive": int((e > 0).sum()),
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "exponents": self.exponents.tolist(),
+            "features": self.features,
+            "state": self.state,
+            "log_base": "e" if self.log_base == math.e else self.log_base,
+            "steps": self.steps,
+            "samples": self.samples,
+        }
+
+
+def _orthonormalize(matrix: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """QR of a batch ``(K, n, k)``; returns ``(Q, |diag R|)``."""
+    if method == "householder":
+        q, r = torch.linalg.qr(matrix)
+        return q, r.diagonal(dim1=-2, dim2=-1).abs()
+    if method == "cholesky":
+        # CholeskyQR2: two rounds of Q = A R^-1 with R = chol(A^T A); GEMM-bound, accurate when A is
+        # well conditioned (one step of a Jacobian applied to an orthonormal basis usually is).
+        q, diag = matrix, None
+        for _ in range(2):
+            gram = q.transpose(-2, -1) @ q
+            r = torch.linalg.cholesky(gram, upper=True)
+            q = torch.linalg.solve_triangular(r, q, upper=True, left=False)
+            d = r.diagonal(dim1=-2, dim2=-1).abs()
+            diag = d if diag is None else diag * d
+        return q, diag
+    raise ValueError(f"unknown orthonormalisation {method!r}")
+
+
+@torch.no_grad()
+def lyapunov_spectrum(
+    model: nn.Module,
+    sequences: torch.Tensor,
+    k: int | None = None,
+    state: str = "hc",
+    warmup: int = 0,
+    qr_every: int = 1,
+    dtype: torch.dtype = torch.float64,
+    log_base: float = math.e,
+    orthonormalization: str = "householder",
+) -> Spectrum:
+    """The first ``k`` Lyapunov exponents (default: all) of ``model``'s recurrent stack.
+
+    ``sequences (K, T)`` are token ids (embedded by ``model.embedding``) or ``(K, T, I)`` inputs.
+    ``warmup`` steps advance the state and basis but are not counted; QR every ``qr_every`` steps
+    (log|diag R| of a product of ``s`` Jacobians is still the sum of their growth rates).
+    """
+    if state not in ("hc", "h"):
+        raise ValueError(f"state must be 'hc' or 'h', got {state!r}")
+    if qr_every < 1:
+        raise ValueError("qr_every must be >= 1")
+    layers = stack_params(model, dtype)
+    device = layers[0].w_hh.device
+    if sequences.dtype in (torch.int64, torch.int32):
+        inputs = model.embedding(sequences.to(device)).to(dtype)
+    else:
+        inputs = sequences.to(device=device, dtype=dtype)
+    K, T = inputs.shape[:2]
+    if warmup >= T:
+        raise ValueError(f"warmup ({warmup}) must be shorter than the sequences ({T} steps)")
+    n = sum(state_sizes(layers, state))
+    k = n if k is None else k
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in 1..{n}, got {k}")
+    states = initial_states(layers, K, inputs)
+    basis = torch.eye(n, k, dtype=dtype, device=device).expand(K, n, k).contiguous()
+    total = torch.zeros(K, k, dtype=dtype, device=device)
+    counted = 0
+    pending = 0  # steps since the last QR
+    for t in range(T):
+        states, basis = stack_step_jq(layers, states, inputs[:, t], basis, state)
+        pending += 1
+        if pending == qr_every or t == T - 1 or t == warmup - 1:
+            basis, growth = _orthonormalize(basis, orthonormalization)
+            if t >= warmup:
+                total += growth.log()
+                counted += pending
+            pending = 0
+    per_sample = total / counted / math.log(log_base)
+    exponents = per_sample.mean(0).sort(descending=True).values
+    return Spectrum(exponents.cpu(), per_sample.cpu(), state, log_base, counted, K)
+
+
+def validation_sequences(tokens: torch.Tensor, samples: int, steps: int) -> torch.Tensor:
+    """``samples`` windows of ``steps`` tokens, evenly spaced over a token stream: ``(samples, steps)``."""
+    if tokens.numel() < samples * steps:
+        raise ValueError(f"{tokens.numel()} tokens cannot give {samples} sequences of {steps}")
+    stride = tokens.numel() // samples
+    return torch.stack([tokens[i * stride:i * stride + steps] for i in range(samples)])
+
+
+__all__ = ["Spectrum", "lyapunov_spectrum", "stack_step", "validation_sequences"]

@@ -1,0 +1,142 @@
+"""Closed-form Jacobians against autograd through PyTorch's own modules, and known spectra."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sparsernn.config import ModelConfig
+from sparsernn.dynamics import lyapunov_spectrum
+from sparsernn.dynamics.jacobians import stack_params, stack_step_jq, state_sizes
+from sparsernn.models import RNNLanguageModel
+
+
+def make_model(cell: str, sizes: list[int], masked: bool = False, seed: int = 0) -> RNNLanguageModel:
+    torch.manual_seed(seed)
+    model = RNNLanguageModel(ModelConfig(cell=cell, hidden_sizes=sizes, embedding_size=7, init_range=0.6),
+                             vocab_size=20).double()
+    if masked:  # a masked-sparse model: weights zeroed at random positions
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "weight" in name:
+                    p.mul_(torch.rand_like(p) < 0.4)
+    return model.eval()
+
+
+def reference_step(model: RNNLanguageModel, flat: torch.Tensor, x: torch.Tensor, mode: str, c_fixed):
+    """New flat state from PyTorch's nn.LSTM/GRU/RNN modules (the ground truth for conventions)."""
+    out, offset = [], 0
+    for n, layer in enumerate(model.layers):
+        H = layer.hidden_size
+        h = flat[offset:offset + H]
+        offset += H
+        if model.cell == "lstm":
+            if mode == "hc":
+                c = flat[offset:offset + H]
+                offset += H
+            else:
+                c = c_fixed[n]
+            y, (h_new, c_new) = layer(x.view(1, 1, -1), (h.view(1, 1, H), c.view(1, 1, H)))
+            out += [h_new.view(H)] + ([c_new.view(H)] if mode == "hc" else [])
+        else:
+            y, h_new = layer(x.view(1, 1, -1), h.view(1, 1, H))
+            out.append(h_new.view(H))
+        x = y.view(-1)
+    return torch.cat(out)
+
+
+CASES = [
+    ("lstm", [9], False), ("lstm", [9, 6], False), ("lstm", [8, 5, 6], True),
+    ("gru", [9, 6], False), ("gru", [7], True), ("rnn_tanh", [9, 6], False), ("rnn_relu", [8, 8], True),
+]
+
+
+@pytest.mark.parametrize("mode", ["hc", "h"])
+@pytest.mark.parametrize("cell,sizes,masked", CASES)
+def test_closed_form_jacobian_equals_autograd(cell, sizes, masked, mode):
+    if mode == "h" and cell != "lstm":
+        pytest.skip("the h mode differs from hc only for LSTMs")
+    model = make_model(cell, sizes, masked)
+    layers = stack_params(model, torch.float64)
+    n = sum(state_sizes(layers, mode))
+    torch.manual_seed(1)
+    K = 3
+    x = torch.randn(K, 7, dtype=torch.float64)
+    hs = [torch.randn(K, H, dtype=torch.float64) * 0.8 for H in sizes]
+    cs = [torch.randn(K, H, dtype=torch.float64) for H in sizes]
+    states = [(h, c if cell == "lstm" else None) for h, c in zip(hs, cs)]
+    _, jq = stack_step_jq(layers, states, x, torch.eye(n, dtype=torch.float64).expand(K, n, n), mode)
+    for s in range(K):
+        blocks = []
+        for h, c in zip(hs, cs):
+            blocks.append(h[s])
+            if cell == "lstm" and mode == "hc":
+                blocks.append(c[s])
+        flat = torch.cat(blocks)
+        expected = torch.autograd.functional.jacobian(
+            lambda v: reference_step(model, v, x[s], mode, [c[s] for c in cs]), flat)
+        torch.testing.assert_close(jq[s], expected, rtol=0, atol=1e-6)
+        if masked or len(sizes) > 1:
+            assert expected.abs().sum() > 0
+
+
+def test_stacked_jacobian_is_block_lower_triangular():
+    model = make_model("lstm", [6, 5])
+    layers = stack_params(model, torch.float64)
+    states = [(torch.randn(1, 6, dtype=torch.float64), torch.randn(1, 6, dtype=torch.float64)),
+              (torch.randn(1, 5, dtype=torch.float64), torch.randn(1, 5, dtype=torch.float64))]
+    _, jq = stack_step_jq(layers, states, torch.randn(1, 7, dtype=torch.float64), torch.eye(22).double()[None], "hc")
+    assert jq[0, :12, 12:].abs().max() == 0  # layer 1 does not depend on layer 2
+    assert jq[0, 12:, :12].abs().max() > 0  # layer 2 reads layer 1's new h
+
+
+def test_linear_rnn_exponents_are_the_log_singular_values():
+    """h_t = W h_{t-1} + U x_t with W = Q diag(s) Q^T: the exponents are log(s), sorted."""
+    torch.manual_seed(0)
+    n = 12
+    q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64))
+    s = torch.linspace(0.3, 1.6, n, dtype=torch.float64)
+    model = RNNLanguageModel(ModelConfig(cell="rnn_tanh", hidden_sizes=[n], embedding_size=4), vocab_size=5).double()
+    with torch.no_grad():
+        model.layers[0].weight_hh_l0.copy_(q @ torch.diag(s) @ q.T)
+        model.layers[0].bias_ih_l0.zero_()
+        model.layers[0].bias_hh_l0.zero_()
+    # zero input and state: h stays at 0 where tanh' = 1, so the step is exactly h -> W h
+    inputs = torch.zeros(2, 300, 4, dtype=torch.float64)
+    spectrum = lyapunov_spectrum(model, inputs, warmup=20)
+    torch.testing.assert_close(spectrum.exponents, s.log().sort(descending=True).values, atol=1e-3, rtol=0)
+
+
+def test_spectrum_does_not_depend_on_sample_order_and_k_columns_match_the_full_run():
+    model = make_model("lstm", [10, 8], masked=True)
+    tokens = torch.randint(0, 20, (5, 60), generator=torch.Generator().manual_seed(3))
+    full = lyapunov_spectrum(model, tokens, warmup=5)
+    shuffled = lyapunov_spectrum(model, tokens[[3, 0, 4, 2, 1]], warmup=5)
+    torch.testing.assert_close(full.exponents, shuffled.exponents, atol=1e-12, rtol=0)
+    first = lyapunov_spectrum(model, tokens, k=6, warmup=5)
+    torch.testing.assert_close(first.exponents, full.exponents[:6], atol=1e-10, rtol=0)
+    assert full.exponents.numel() == 36 and (full.exponents[:-1] >= full.exponents[1:]).all()
+
+
+def test_qr_every_s_steps_and_cholesky_qr_agree_with_every_step_householder():
+    model = make_model("lstm", [10, 8])
+    tokens = torch.randint(0, 20, (4, 80), generator=torch.Generator().manual_seed(4))
+    reference = lyapunov_spectrum(model, tokens, k=8)
+    every3 = lyapunov_spectrum(model, tokens, k=8, qr_every=3)
+    cholesky = lyapunov_spectrum(model, tokens, k=8, orthonormalization="cholesky")
+    torch.testing.assert_close(every3.exponents, reference.exponents, atol=1e-8, rtol=0)
+    torch.testing.assert_close(cholesky.exponents, reference.exponents, atol=1e-8, rtol=0)
+
+
+def test_features_and_log_base():
+    model = make_model("gru", [6])
+    tokens = torch.randint(0, 20, (2, 30), generator=torch.Generator().manual_seed(5))
+    natural = lyapunov_spectrum(model, tokens)
+    base2 = lyapunov_spectrum(model, tokens, log_base=2.0)
+    torch.testing.assert_close(base2.exponents, natural.exponents / math.log(2))
+    features = natural.features
+    assert features["max"] == natural.exponents[0] and features["num_positive"] == int((natural.exponents > 0).sum())
+    assert features["mean"] == pytest.approx(float(natural.exponents.mean()))
