@@ -219,6 +219,26 @@ def _print_results(ppl: dict[str, float], title: str) -> None:
     out.print(table)
 
 
+def _model_and_corpus(ckpt: Path, data_dir: str | None, device, corpora: dict | None = None):
+    """A trained model and the corpus it is used with; their vocabularies must agree."""
+    from sparsernn.data import load_corpus, resolve_lm_dir
+    from sparsernn.errors import CheckpointError
+    from sparsernn.train import BEST, load_model
+
+    path = ckpt / BEST if ckpt.is_dir() else ckpt
+    model, cfg, vocab, _ = load_model(path, device)
+    corpus_dir, note = resolve_lm_dir(data_dir or cfg.data.dir)
+    if note:
+        err.print(f"note: {note}")
+    corpora = {} if corpora is None else corpora
+    if corpus_dir not in corpora:
+        corpora[corpus_dir] = load_corpus(corpus_dir)
+    corpus = corpora[corpus_dir]
+    if corpus.vocab != vocab:
+        raise CheckpointError(f"{path}: its vocabulary ({len(vocab)} words) differs from the corpus in {corpus_dir}")
+    return path, model, cfg, corpus
+
+
 @app.command("eval")
 def eval_(
     ckpt: Annotated[Path, typer.Argument(help="checkpoint (.safetensors) or run directory (uses best)")],
@@ -228,24 +248,73 @@ def eval_(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
 ) -> None:
     """Perplexity of a trained checkpoint on valid/test."""
-    from sparsernn.data import batchify, load_corpus, resolve_lm_dir
-    from sparsernn.errors import CheckpointError
-    from sparsernn.train import BEST, evaluate, load_model, resolve_device
+    from sparsernn.data import batchify
+    from sparsernn.train import evaluate, resolve_device
 
-    path = ckpt / BEST if ckpt.is_dir() else ckpt
     dev = resolve_device(device)
-    model, cfg, vocab, _ = load_model(path, dev)
-    corpus_dir, note = resolve_lm_dir(data_dir or cfg.data.dir)
-    if note:
-        err.print(f"note: {note}")
-    corpus = load_corpus(corpus_dir)
-    if corpus.vocab != vocab:
-        raise CheckpointError(f"{path}: its vocabulary differs from the corpus in {corpus_dir}")
+    path, model, cfg, corpus = _model_and_corpus(ckpt, data_dir, dev)
     results = {}
     for name in split:
         data = batchify(corpus.split(name), batch_size or cfg.data.eval_batch_size).to(dev)
         results[name] = evaluate(model, data, cfg.data.bptt).perplexity
     _print_results(results, str(path))
+
+
+@app.command()
+def lyapunov(
+    ckpts: Annotated[list[Path], typer.Argument(help="checkpoints or run directories (best); several are overlaid")],
+    data_dir: Annotated[Optional[str], typer.Option(help="corpus [default: the one the model trained on]")] = None,
+    samples: Annotated[int, typer.Option(help="K sequences from the validation data")] = 10,
+    steps: Annotated[int, typer.Option(help="T steps per sequence")] = 100,
+    warmup: Annotated[int, typer.Option(help="steps run before exponents are counted")] = 0,
+    k: Annotated[Optional[int], typer.Option("--k", help="number of exponents [default: all]")] = None,
+    state: Annotated[str, typer.Option(help="hc: (h, c) per LSTM layer; h: h only, c held fixed in the step")] = "hc",
+    qr_every: Annotated[int, typer.Option(help="re-orthonormalise every s steps")] = 1,
+    float32: Annotated[bool, typer.Option("--float32/--float64", help="arithmetic precision")] = False,
+    log_base: Annotated[str, typer.Option(help="e or 2")] = "e",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    out_json: Annotated[Optional[Path], typer.Option("--out", "-o", help="write spectra as JSON")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="write the spectra as a PNG plot")] = None,
+) -> None:
+    """Lyapunov spectrum of trained models on validation sequences (closed-form Jacobians, batched)."""
+    import json
+    import math
+
+    import torch
+
+    from sparsernn.dynamics import lyapunov_spectrum, validation_sequences
+    from sparsernn.train import resolve_device
+
+    if state not in ("hc", "h") or log_base not in ("e", "2"):
+        raise SparsernnError("--state must be hc or h, --log-base e or 2")
+    dev = resolve_device(device)
+    spectra, corpora = {}, {}
+    for ckpt in ckpts:
+        path, model, _, corpus = _model_and_corpus(ckpt, data_dir, dev, corpora)
+        try:
+            sequences = validation_sequences(corpus.valid, samples, steps)
+            spectrum = lyapunov_spectrum(model, sequences, k=k, state=state, warmup=warmup, qr_every=qr_every,
+                                         dtype=torch.float32 if float32 else torch.float64,
+                                         log_base=math.e if log_base == "e" else 2.0)
+        except ValueError as exc:
+            raise SparsernnError(f"{path}: {exc}") from None
+        spectra[str(ckpt)] = spectrum
+    table = Table(title=f"Lyapunov spectra: K={samples}, T={steps}, warm-up {warmup}, state {state}")
+    for column in ("model", "exponents", "max", "mean", "variance", "positive"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for label, spectrum in spectra.items():
+        f = spectrum.features
+        table.add_row(label, str(spectrum.exponents.numel()), f"{f['max']:.4f}", f"{f['mean']:.4f}",
+                      f"{f['variance']:.4f}", str(f["num_positive"]))
+    out.print(table)
+    if out_json is not None:
+        from sparsernn.checkpoint import atomic_write_text
+
+        atomic_write_text(out_json, json.dumps({label: s.to_dict() for label, s in spectra.items()}, indent=1))
+    if plot is not None:
+        from sparsernn.plots import plot_spectra
+
+        out.print(f"plot: {plot_spectra(spectra, plot)}")
 
 
 @data_app.command("verify")
