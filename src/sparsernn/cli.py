@@ -61,6 +61,10 @@ TRAIN_OPTION_FIELDS = {
     "stop_epoch": "sparsity.stop_epoch",
     "start_epoch": "sparsity.start_epoch",
     "end_epoch": "sparsity.end_epoch",
+    "lasso_lambda": "sparsity.lasso_lambda",
+    "zero_threshold": "sparsity.zero_threshold",
+    "group_biases": "sparsity.group_biases",
+    "init_from": "train.init_from",
     "epochs": "train.epochs",
     "seed": "train.seed",
     "device": "train.device",
@@ -81,7 +85,16 @@ def _update_every(text: str) -> int | str:
     return text if text == "epoch" else int(text) if text.isdigit() else text
 
 
-_CONVERT = {"hidden": _hidden_sizes, "prunable": lambda v: v.split(","), "update_every": _update_every}
+def _lambdas(text: str) -> float | list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"expected a number or comma-separated numbers, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+_CONVERT = {"hidden": _hidden_sizes, "prunable": lambda v: v.split(","), "update_every": _update_every,
+            "lasso_lambda": _lambdas}
 
 
 @app.command()
@@ -136,6 +149,13 @@ def train(
                                                        rich_help_panel="Sparsity")] = None,
     end_epoch: Annotated[Optional[int], typer.Option(help="gmp: epoch that reaches the density",
                                                      rich_help_panel="Sparsity")] = None,
+    lasso_lambda: Annotated[Optional[str], typer.Option(
+        help="iss/l1: lambda, or one per layer: 0.002,0.001", rich_help_panel="Sparsity")] = None,
+    zero_threshold: Annotated[Optional[float], typer.Option(help="iss/l1: zero weights below this",
+                                                            rich_help_panel="Sparsity")] = None,
+    group_biases: Annotated[Optional[bool], typer.Option("--group-biases/--no-group-biases",
+                                                         rich_help_panel="Sparsity")] = None,
+    init_from: Annotated[Optional[str], typer.Option(help="start from this checkpoint's weights")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="number of epochs")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
@@ -315,6 +335,46 @@ def lyapunov(
         from sparsernn.plots import plot_spectra
 
         out.print(f"plot: {plot_spectra(spectra, plot)}")
+
+
+def _multiply_adds(model) -> int:
+    """Multiply-adds per token of the recurrent layers and the decoder (the embedding is a lookup)."""
+    total = 0
+    for layer in model.recurrent_stack():
+        directions = 2 if layer.bidirectional else 1
+        total += directions * len(layer.gates) * layer.hidden_size * (layer.input_size + layer.hidden_size)
+    return total + model.decoder.in_features * model.decoder.out_features
+
+
+@app.command()
+def compact(
+    ckpt: Annotated[Path, typer.Argument(help="checkpoint or run directory (best) with zeroed ISS components")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="compacted checkpoint (.safetensors)")],
+) -> None:
+    """Remove every all-zero ISS component: a smaller dense model of plain nn.LSTM/nn.Linear modules."""
+    from sparsernn.models import count_parameters
+    from sparsernn.sparsity.iss import compact as compact_model
+    from sparsernn.train import BEST, load_model, save_model
+
+    path = ckpt / BEST if ckpt.is_dir() else ckpt
+    model, cfg, vocab, meta = load_model(path)
+    try:
+        small = compact_model(model)
+    except ValueError as exc:
+        raise SparsernnError(f"{path}: {exc}") from None
+    small_cfg = cfg.model_copy(deep=True)
+    small_cfg.model.hidden_sizes = small.hidden_sizes
+    small_cfg.sparsity.method = "dense"
+    small_cfg.sparsity.lasso_lambda = None
+    table = Table(title=f"compacted {path} -> {out_path}")
+    for column in ("", "hidden sizes", "parameters", "mult-adds / token"):
+        table.add_column(column, justify="right")
+    before, after = _multiply_adds(model), _multiply_adds(small)
+    table.add_row("before", ",".join(map(str, model.hidden_sizes)), f"{count_parameters(model):,}", f"{before:,}")
+    table.add_row("after", ",".join(map(str, small.hidden_sizes)), f"{count_parameters(small):,}", f"{after:,}")
+    table.add_row("ratio", "", f"{count_parameters(model) / count_parameters(small):.2f}x", f"{before / after:.2f}x")
+    save_model(out_path, small, {**meta, "config": small_cfg.to_dict(), "compacted_from": str(path)})
+    out.print(table)
 
 
 @data_app.command("verify")

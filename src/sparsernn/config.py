@@ -86,9 +86,10 @@ class TrainConfig(_Section):
     checkpoint_every: int | None = Field(
         None, gt=0, description="also save a resume checkpoint every N steps inside an epoch"
     )
+    init_from: str | None = Field(None, description="start from this checkpoint's weights (fine-tuning)")
 
 
-Method = Literal["dense", "static", "set", "rigl", "snfs", "dsr", "selfish", "gmp"]
+Method = Literal["dense", "static", "set", "rigl", "snfs", "dsr", "selfish", "gmp", "iss", "l1"]
 
 
 class SparsityConfig(_Section):
@@ -109,6 +110,11 @@ class SparsityConfig(_Section):
     stop_epoch: int | None = Field(None, gt=0, description="no mask updates after this epoch")
     start_epoch: int | None = Field(None, gt=0, description="gmp: pruning starts after this many epochs, +1")
     end_epoch: int | None = Field(None, gt=0, description="gmp: target density reached at the end of this epoch")
+    lasso_lambda: float | list[float] | None = Field(
+        None, description="iss/l1: regularisation weight, global or one per recurrent layer (per-token mean loss: "
+        "the ISS paper's values, for the loss summed over bptt steps, divided by bptt)")
+    zero_threshold: float = Field(1e-4, ge=0.0, description="iss/l1: weights below this are zeroed after each step")
+    group_biases: bool = Field(False, description="iss: include the gate biases in each component")
 
     @field_validator("update_every")
     @classmethod

@@ -143,6 +143,8 @@ class Trainer:
         self.device = resolve_device(config.train.device)
         seed_everything(config.train.seed)
         self.model = build_model(config, len(corpus.vocab)).to(self.device)
+        if config.train.init_from:
+            self._init_from(Path(config.train.init_from))
         self.optimizer = build_optimizer(self.model.parameters(), config.optim)
         data = config.data
         self.train_data = batchify(corpus.train, data.batch_size).to(self.device)
@@ -327,6 +329,19 @@ class Trainer:
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
+    def _init_from(self, path: Path) -> None:
+        """Fine-tuning: start from a trained checkpoint's weights (same architecture and vocabulary)."""
+        tensors, meta = checkpoint.load(path, self.device)
+        if meta.get("vocab") != list(self.corpus.vocab.words):
+            raise CheckpointError(f"{path}: vocabulary differs from the corpus in {self.corpus.directory}")
+        weights = strip_masks(checkpoint.subtree(tensors, "model"))
+        ours = self.model.state_dict()
+        for name, value in weights.items():
+            if name in ours and ours[name].shape != value.shape:
+                raise CheckpointError(f"{path}: {name} has shape {tuple(value.shape)}, the model here "
+                                      f"{tuple(ours[name].shape)} (train.init_from needs the same sizes)")
+        self.model.load_state_dict(weights)
+
     def _meta(self) -> dict[str, Any]:
         return {
             "kind": "language-model",
@@ -339,7 +354,7 @@ class Trainer:
     def save_model(self, path: Path) -> None:
         """The model as evaluated (averaged weights under NT-ASGD), for use after training."""
         with self.evaluation_weights():
-            checkpoint.save(path, {f"model.{k}": v for k, v in self.model.state_dict().items()}, self._meta())
+            save_model(path, self.model, self._meta())
 
     def save_resume(self) -> None:
         """Everything needed to continue exactly where the run is now."""
@@ -389,6 +404,11 @@ class Trainer:
         """The metrics file always agrees with the checkpoint (a resumed run drops lines written after it)."""
         text = "".join(json.dumps(r) + "\n" for r in self.history)
         checkpoint.atomic_write_text(self.out_dir / METRICS, text)
+
+
+def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """A model checkpoint: its state dict under ``model.`` and ``meta`` (kind, config, vocab, ...)."""
+    checkpoint.save(path, {f"model.{k}": v for k, v in model.state_dict().items()}, meta)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[RNNLanguageModel, RunConfig,

@@ -2,5 +2,6 @@
 
 from sparsernn.models.lm import RNNLanguageModel, count_parameters, detach_state
 from sparsernn.models.stack import GATES, RecurrentLayer
+from sparsernn.models.tagger import SequenceTagger
 
-__all__ = ["GATES", "RNNLanguageModel", "RecurrentLayer", "count_parameters", "detach_state"]
+__all__ = ["GATES", "RNNLanguageModel", "RecurrentLayer", "SequenceTagger", "count_parameters", "detach_state"]

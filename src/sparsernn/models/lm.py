@@ -51,6 +51,11 @@ class RNNLanguageModel(nn.Module):
     def hidden_sizes(self) -> list[int]:
         return [layer.hidden_size for layer in self.layers]
 
+    def resized(self, hidden_sizes: list[int]) -> RNNLanguageModel:
+        """A fresh model like this one with other per-layer hidden sizes (compaction target)."""
+        return RNNLanguageModel(self.config.model_copy(update={"hidden_sizes": list(hidden_sizes),
+                                                         "embedding_size": self.embedding_size}), self.vocab_size)
+
     def recurrent_stack(self) -> tuple[RecurrentLayer, ...]:
         names = [f"layers.{n}" for n in range(len(self.layers))]
         return tuple(

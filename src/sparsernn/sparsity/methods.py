@@ -12,6 +12,8 @@ values are written back into the run config, so ``config.yaml`` says exactly wha
 | dsr     | uniform | global_magnitude | random   | nonzeros       | 0.5 -> 0.005      | every epoch    |
 | selfish | uniform | magnitude        | random   | none           | 0.5 -> 0.005      | every epoch    |
 | gmp     | uniform | magnitude (cubic schedule, dense -> density)  | -                 | 100 steps      |
+| iss     | group Lasso over ISS components + zeroing below a threshold (no density target)   |
+| l1      | L1 over the same weights + zeroing below a threshold                              |
 
 Selfish-RNN also trains with SNT-ASGD: ``optim.name`` becomes ``nt_asgd`` when it is plain ``sgd``;
 averaging then runs over non-zero weights only, because masking zeroes the averaging state too.
@@ -41,6 +43,8 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "selfish": {"init": "uniform", "death": "magnitude", "growth": "random", "redistribution": "none",
                 "death_rate": 0.5, "death_rate_min": 0.005, "update_every": "epoch"},
     "gmp": {"init": "uniform", "update_every": 100, "start_fraction": 0.0, "end_fraction": 0.75},
+    "iss": {},
+    "l1": {},
 }
 DYNAMIC_FIELDS = ("death", "growth", "redistribution", "death_rate", "death_rate_min", "update_every", "stop_epoch")
 
@@ -53,6 +57,14 @@ def resolve_method(config: RunConfig) -> None:
     if s.method == "dense":
         if s.density != 1.0:
             raise ValueError("sparsity.density < 1 needs a sparse method (sparsity.method)")
+        return
+    if s.method in ("iss", "l1"):
+        if s.density != 1.0:
+            raise ValueError(f"sparsity.method {s.method} learns its sparsity: set lasso_lambda, not density")
+        if s.method == "iss" and config.model.tie_weights:
+            raise ValueError("sparsity.method iss needs model.tie_weights off (decoder columns would be embedding columns)")
+        if s.lasso_lambda is None:
+            raise ValueError(f"sparsity.method {s.method} needs sparsity.lasso_lambda (e.g. --lasso-lambda 0.001)")
         return
     if s.density == 1.0 and s.method != "dense":
         raise ValueError(f"sparsity.method {s.method} needs sparsity.density < 1 (e.g. --density 0.33)")
@@ -82,6 +94,10 @@ def build_sparsifier(config: RunConfig, steps_per_epoch: int) -> Sparsifier:
     s = config.sparsity
     if s.method == "dense":
         return Dense()
+    if s.method in ("iss", "l1"):
+        from sparsernn.sparsity.iss import GroupLasso
+
+        return GroupLasso(s.lasso_lambda, s.zero_threshold, s.group_biases, "group" if s.method == "iss" else "l1")
     if s.method == "gmp":
         return GradualMagnitudePruning(
             density=s.density,

@@ -1,0 +1,230 @@
+"""Intrinsic Sparse Structures (Wen et al., ICLR 2018): group maps, group Lasso, compaction.
+
+The k-th ISS component of recurrent layer n is every weight tied to its hidden unit k: the gate rows
+``g*H + k`` of ``W_ih`` and ``W_hh`` (and of the biases, as an option), column k of ``W_hh``, and
+column k of every receiver of the layer's output (the next layer's ``W_ih``, the decoder). For a
+bidirectional layer component k is unit k of *both* directions (rows in both directions' matrices,
+columns k and H + k of every receiver), so the compacted layer is still one bidirectional module.
+
+Everything is derived from ``model.recurrent_stack()``: a "slice" says that dimension ``dim`` of a
+parameter is indexed by the units of layer n in ``blocks`` blocks of H (row ``b*H + k``). Group
+norms, the group-Lasso gradient and compaction all read the same slices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+EPSILON = 1e-8  # ||w|| = sqrt(eps + sum w^2): differentiable at an all-zero group
+
+
+@dataclass(frozen=True)
+class UnitSlice:
+    """Dimension ``dim`` of ``param`` holds ``blocks`` consecutive blocks of layer ``layer``'s H units."""
+
+    param: str
+    dim: int
+    layer: int
+    blocks: int
+    hidden: int
+    is_bias: bool = False
+
+
+def unit_slices(model: nn.Module) -> list[UnitSlice]:
+    """Every parameter dimension indexed by some layer's hidden units, from the recurrent stack."""
+    if getattr(model.config, "tie_weights", False):
+        # the decoder's columns would be the embedding's: removing a unit would change every input
+        raise ValueError("ISS needs untied embedding and decoder weights (model.tie_weights is on)")
+    stack = model.recurrent_stack()
+    index = {layer.module: n for n, layer in enumerate(stack)}
+    slices: list[UnitSlice] = []
+    for n, layer in enumerate(stack):
+        module = model.get_submodule(layer.module)
+        H, G = layer.hidden_size, len(layer.gates)
+        directions = 2 if layer.bidirectional else 1
+        for name, _ in module.named_parameters():
+            full = f"{layer.module}.{name}"
+            # gate rows of this layer: G blocks of H per direction (each direction's matrix separately)
+            slices.append(UnitSlice(full, 0, n, G, H, is_bias=name.startswith("bias")))
+            if name.startswith("weight_hh"):
+                slices.append(UnitSlice(full, 1, n, 1, H))
+        for receiver in layer.receivers:
+            target = model.get_submodule(receiver)
+            weights = [f"{receiver}.{p}" for p, _ in target.named_parameters()
+                       if p.startswith("weight_ih") or (receiver not in index and p == "weight")]
+            for full in weights:
+                slices.append(UnitSlice(full, 1, n, directions, H))
+    return slices
+
+
+def _unit_view(tensor: torch.Tensor, s: UnitSlice) -> torch.Tensor:
+    """``tensor`` viewed as ``(before, blocks, H, after)`` along the slice's dimension."""
+    before = tensor.shape[: s.dim].numel()
+    after = tensor.shape[s.dim + 1:].numel()
+    return tensor.view(before, s.blocks, s.hidden, after)
+
+
+def group_sq_norms(model: nn.Module, slices: list[UnitSlice] | None = None, biases: bool = False) -> list[torch.Tensor]:
+    """Per layer, the squared L2 norm of each ISS component ``(H_n,)``; each weight counted once.
+
+    ``W_hh`` belongs to its layer's components twice over (row k and column k); the four (three, one)
+    entries where they cross are subtracted once.
+    """
+    slices = slices if slices is not None else unit_slices(model)
+    stack = model.recurrent_stack()
+    norms = [torch.zeros(layer.hidden_size, device=model.embedding.weight.device) for layer in stack]
+    for s in slices:
+        if s.is_bias and not biases:
+            continue
+        w = model.get_parameter(s.param).detach()
+        sq = _unit_view(w.pow(2), s).sum(dim=(0, 1, 3))
+        norms[s.layer] = norms[s.layer] + sq
+        if s.dim == 0 and s.param.rpartition(".")[2].startswith("weight_hh"):
+            crossing = w.view(s.blocks, s.hidden, s.hidden).diagonal(dim1=1, dim2=2)
+            norms[s.layer] = norms[s.layer] - crossing.pow(2).sum(0)
+    return norms
+
+
+def component_masks(model: nn.Module, layer: int, unit: int, biases: bool = False) -> dict[str, torch.Tensor]:
+    """Explicit bool masks of the weights in one ISS component (for tests and plots)."""
+    masks: dict[str, torch.Tensor] = {}
+    for s in unit_slices(model):
+        if s.layer != layer or (s.is_bias and not biases):
+            continue
+        param = model.get_parameter(s.param)
+        mask = masks.setdefault(s.param, torch.zeros_like(param, dtype=torch.bool))
+        view = _unit_view(mask, s)
+        view[:, :, unit, :] = True
+    return masks
+
+
+def removable_units(model: nn.Module, biases: bool = False) -> list[torch.Tensor]:
+    """Per layer, a bool tensor: True where the whole ISS component is exactly zero."""
+    stack = model.recurrent_stack()
+    zero = [torch.ones(layer.hidden_size, dtype=torch.bool, device=model.embedding.weight.device) for layer in stack]
+    for s in unit_slices(model):
+        if s.is_bias and not biases:
+            continue
+        w = model.get_parameter(s.param).detach()
+        nonzero = (_unit_view(w, s) != 0).any(dim=3).any(dim=1).any(dim=0)
+        zero[s.layer] = zero[s.layer] & ~nonzero
+    return zero
+
+
+@torch.no_grad()
+def compact(model: nn.Module, keep: list[torch.Tensor] | None = None) -> nn.Module:
+    """A smaller model of standard modules holding only the kept units of every layer.
+
+    ``keep`` is a per-layer bool tensor (default: units whose ISS component is not all zero). When the
+    removed components are all zero, the compacted model computes exactly what the original does.
+    """
+    if keep is None:
+        keep = [~z for z in removable_units(model)]
+    kept_index = [k.nonzero().squeeze(1) for k in keep]
+    sizes = [int(k.numel()) for k in kept_index]
+    if min(sizes) == 0:
+        raise ValueError(f"compaction would leave a layer with no units (sizes {sizes})")
+    small = model.resized(sizes).to(model.embedding.weight.device, model.embedding.weight.dtype)
+    by_param: dict[str, list[UnitSlice]] = {}
+    for s in unit_slices(model):
+        by_param.setdefault(s.param, []).append(s)
+    source = dict(model.named_parameters())
+    for name, target in small.named_parameters():
+        value = source[name].detach()
+        for s in by_param.get(name, []):
+            shape = list(value.shape)
+            shape[s.dim] = s.blocks * sizes[s.layer]
+            value = _unit_view(value.contiguous(), s)[:, :, kept_index[s.layer], :].reshape(shape)
+        target.copy_(value)
+    return small
+
+
+class GroupLasso:
+    """Sparsifier: group Lasso over ISS components (``method: iss``) or plain L1 (``method: l1``).
+
+    After backward it adds ``lambda * dR/dw`` to the gradients (R = sum over components of
+    ``sqrt(eps + ||w_k||^2)``, or sum |w| for L1); after each step it zeroes weights below
+    ``threshold`` and keeps every all-zero component at zero from then on, so removed structures
+    stay removed. ``lambdas`` is one value or one per recurrent layer.
+    """
+
+    def __init__(self, lambdas: float | list[float], threshold: float = 1e-4, biases: bool = False,
+                 mode: str = "group") -> None:
+        self.lambdas = lambdas
+        self.threshold = threshold
+        self.biases = biases
+        self.mode = mode
+        self.model: nn.Module | None = None
+        self.removed: list[torch.Tensor] = []
+
+    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.model = model
+        self.slices = [s for s in unit_slices(model) if self.biases or not s.is_bias]
+        stack = model.recurrent_stack()
+        if isinstance(self.lambdas, (int, float)):
+            self.layer_lambdas = [float(self.lambdas)] * len(stack)
+        else:
+            if len(self.lambdas) != len(stack):
+                raise ValueError(f"{len(self.lambdas)} lambdas for {len(stack)} recurrent layers")
+            self.layer_lambdas = [float(v) for v in self.lambdas]
+        self.removed = [torch.zeros(layer.hidden_size, dtype=torch.bool, device=model.embedding.weight.device)
+                        for layer in stack]
+
+    @torch.no_grad()
+    def after_backward(self) -> None:
+        # a component that is all zero now is removed for good: no gradient may revive it
+        self.removed = [r | z for r, z in zip(self.removed, removable_units(self.model, self.biases))]
+        self._zero_removed(grad=True)
+        if self.mode == "l1":
+            for name in {s.param for s in self.slices}:
+                p = self.model.get_parameter(name)
+                if p.grad is not None:
+                    # the weight belongs to the L1 term once, whatever layers index it
+                    lam = max(self.layer_lambdas[s.layer] for s in self.slices if s.param == name)
+                    p.grad.add_(p.sign(), alpha=lam)
+            return
+        norms = [torch.sqrt(EPSILON + n.clamp_min(0)) for n in group_sq_norms(self.model, self.slices, self.biases)]
+        factors = [lam / n for lam, n in zip(self.layer_lambdas, norms)]  # d sqrt(eps+||w||^2) / dw = w / norm
+        scale: dict[str, torch.Tensor] = {}
+        for s in self.slices:
+            p = self.model.get_parameter(s.param)
+            shape = [1] * 4
+            shape[1], shape[2] = 1, s.hidden
+            term = factors[s.layer].view(shape).expand(_unit_view(p, s).shape).reshape(p.shape)
+            if s.dim == 0 and s.param.rpartition(".")[2].startswith("weight_hh"):
+                term = term.clone()
+                term.view(s.blocks, s.hidden, s.hidden).diagonal(dim1=1, dim2=2).sub_(factors[s.layer])
+            scale[s.param] = scale[s.param] + term if s.param in scale else term
+        for name, factor in scale.items():
+            p = self.model.get_parameter(name)
+            if p.grad is not None:
+                p.grad.addcmul_(p, factor)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        for name in {s.param for s in self.slices}:
+            p = self.model.get_parameter(name)
+            p.masked_fill_(p.abs() < self.threshold, 0.0)
+        zero = removable_units(self.model, self.biases)
+        self.removed = [r | z for r, z in zip(self.removed, zero)]
+        self._zero_removed(grad=False)
+
+    def _zero_removed(self, grad: bool) -> None:
+        for s in self.slices:
+            if self.removed[s.layer].any():
+                p = self.model.get_parameter(s.param)
+                target = p.grad if grad else p
+                if target is not None:
+                    _unit_view(target, s)[:, :, self.removed[s.layer], :] = 0.0
+
+    def end_epoch(self, epoch: int, metrics: dict) -> None:
+        metrics["iss_sizes"] = [int((~r).sum()) for r in self.removed]
+
+    def state_dict(self) -> dict:
+        return {"removed": list(self.removed)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.removed = [r.to(torch.bool) for r in state["removed"]]

@@ -1,0 +1,168 @@
+"""ISS group maps, group Lasso and compaction."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from sparsernn.config import ModelConfig
+from sparsernn.models import RNNLanguageModel, SequenceTagger
+from sparsernn.sparsity.iss import EPSILON, GroupLasso, compact, component_masks, group_sq_norms, removable_units
+from sparsernn.train import Trainer, load_model, save_model
+
+from conftest import tiny_config
+
+
+def component_size(model, layer: int, unit: int) -> int:
+    return sum(int(m.sum()) for m in component_masks(model, layer, unit).values())
+
+
+def test_component_sizes_match_the_formula_for_the_papers_2x1500_model():
+    model = RNNLanguageModel(ModelConfig(hidden_sizes=[1500, 1500]), vocab_size=10000)
+    # 4i + 8h - 4 + receiver rows: 4h' for the next LSTM layer, V for the decoder
+    assert component_size(model, 0, 17) == 4 * 1500 + 8 * 1500 - 4 + 4 * 1500 == 23996
+    assert component_size(model, 1, 1499) == 4 * 1500 + 8 * 1500 - 4 + 10000 == 27996
+
+
+@pytest.mark.parametrize("cell,gates", [("lstm", 4), ("gru", 3), ("rnn_tanh", 1)])
+def test_component_holds_exactly_the_weights_tied_to_the_unit(cell, gates):
+    model = RNNLanguageModel(ModelConfig(cell=cell, hidden_sizes=[7, 5], embedding_size=6), vocab_size=11)
+    i, h, h2 = 6, 7, 5
+    assert component_size(model, 0, 3) == gates * i + 2 * gates * h - gates + gates * h2
+    masks = component_masks(model, 0, 3)
+    w_hh = masks["layers.0.weight_hh_l0"].view(gates, h, h)
+    expected = torch.zeros(gates, h, h, dtype=torch.bool)
+    expected[:, 3, :] = True  # gate rows of unit 3
+    expected[:, :, 3] = True  # column 3
+    assert torch.equal(w_hh, expected)
+    assert masks["layers.0.weight_ih_l0"].view(gates, h, i)[:, 3].all()
+    assert masks["layers.0.weight_ih_l0"].sum() == gates * i
+    receiver = masks["layers.1.weight_ih_l0"]
+    assert receiver[:, 3].all() and receiver.sum() == gates * h2
+    assert set(masks) == {"layers.0.weight_ih_l0", "layers.0.weight_hh_l0", "layers.1.weight_ih_l0"}
+    # the decoder receives the last layer
+    last = component_masks(model, 1, 0)
+    assert last["decoder.weight"][:, 0].all() and last["decoder.weight"].sum() == 11
+
+
+def test_bidirectional_component_is_the_unit_in_both_directions_with_both_receiver_columns():
+    model = SequenceTagger(ModelConfig(hidden_sizes=[6, 4], embedding_size=5), vocab_size=9, num_tags=3)
+    masks = component_masks(model, 0, 2)
+    for direction in ("", "_reverse"):
+        assert masks[f"layers.0.weight_ih_l0{direction}"].view(4, 6, 5)[:, 2].all()
+        next_ih = masks[f"layers.1.weight_ih_l0{direction}"]  # reads [forward 6, backward 6]
+        assert next_ih[:, 2].all() and next_ih[:, 8].all() and next_ih.sum() == 2 * 16
+    assert component_size(model, 0, 2) == 2 * (4 * 5 + 8 * 6 - 4) + 2 * 2 * 16
+
+
+def test_group_norms_count_each_weight_once():
+    torch.manual_seed(0)
+    model = RNNLanguageModel(ModelConfig(hidden_sizes=[7, 5], embedding_size=6), vocab_size=11).double()
+    norms = group_sq_norms(model)
+    for layer, size in enumerate((7, 5)):
+        for unit in range(size):
+            explicit = sum(float(model.get_parameter(n).detach()[m].pow(2).sum())
+                           for n, m in component_masks(model, layer, unit).items())
+            assert float(norms[layer][unit]) == pytest.approx(explicit, rel=1e-12)
+
+
+def remove_units(model, units_per_layer):
+    with torch.no_grad():
+        for layer, units in enumerate(units_per_layer):
+            for unit in units:
+                for name, mask in component_masks(model, layer, unit).items():
+                    model.get_parameter(name)[mask] = 0.0
+
+
+@pytest.mark.parametrize("kind", ["lstm-stack", "gru-stack", "rnn-stack", "bilstm-tagger", "bigru-tagger"])
+def test_compacted_model_equals_the_zeroed_model(kind):
+    torch.manual_seed(1)
+    cell = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh", "bilstm": "lstm", "bigru": "gru"}[kind.split("-")[0]]
+    config = ModelConfig(cell=cell, hidden_sizes=[12, 9, 10], embedding_size=8, init_range=0.3)
+    model = (SequenceTagger(config, 30, 6) if "tagger" in kind else RNNLanguageModel(config, 30)).double().eval()
+    generator = torch.Generator().manual_seed(2)
+    removed = [torch.randperm(h, generator=generator)[: h // 3].tolist() for h in (12, 9, 10)]
+    remove_units(model, removed)
+    assert [int(z.sum()) for z in removable_units(model)] == [len(r) for r in removed]
+    small = compact(model).eval()
+    assert small.hidden_sizes == [12 - 4, 9 - 3, 10 - 3]
+    assert all(isinstance(m, (nn.LSTM, nn.GRU, nn.RNN)) for m in small.layers)
+    tokens = torch.randint(0, 30, (15, 4), generator=generator)
+    if "tagger" in kind:
+        torch.testing.assert_close(small(tokens), model(tokens), atol=1e-5, rtol=0)
+    else:
+        ours, _ = model(tokens, model.init_state(4))
+        theirs, _ = small(tokens, small.init_state(4))
+        torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+
+
+def test_compacted_checkpoint_loads_into_plain_pytorch_modules(tmp_path):
+    torch.manual_seed(3)
+    model = RNNLanguageModel(ModelConfig(hidden_sizes=[10, 8], embedding_size=6), 20).eval()
+    remove_units(model, [[0, 4, 9], [2]])
+    small = compact(model)
+    save_model(tmp_path / "small.safetensors", small, {"kind": "language-model"})
+    weights = {k.removeprefix("model."): v for k, v in load_file(tmp_path / "small.safetensors").items()}
+    embedding = nn.Embedding(20, 6)
+    lstm1, lstm2 = nn.LSTM(6, 7), nn.LSTM(7, 7)
+    decoder = nn.Linear(7, 20)
+    embedding.load_state_dict({"weight": weights["embedding.weight"]})
+    for n, lstm in enumerate((lstm1, lstm2)):
+        lstm.load_state_dict({k.removeprefix(f"layers.{n}."): v for k, v in weights.items() if k.startswith(f"layers.{n}.")})
+    decoder.load_state_dict({"weight": weights["decoder.weight"], "bias": weights["decoder.bias"]})
+    tokens = torch.randint(0, 20, (5, 2))
+    plain = decoder(lstm2(lstm1(embedding(tokens))[0])[0])
+    zeros = [torch.zeros(1, 2, 10), torch.zeros(1, 2, 8)]
+    ours, _ = model(tokens, [(z, z.clone()) for z in zeros])
+    torch.testing.assert_close(plain, ours, atol=1e-5, rtol=0)
+
+
+def test_group_lasso_gradient_equals_autograd_of_the_regulariser():
+    torch.manual_seed(4)
+    model = RNNLanguageModel(ModelConfig(hidden_sizes=[6, 5], embedding_size=4), 9).double()
+    lasso = GroupLasso([0.3, 0.7])
+    lasso.attach(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    lasso.after_backward()
+    added = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    reg = 0
+    for layer, (size, lam) in enumerate(zip((6, 5), (0.3, 0.7))):
+        for unit in range(size):
+            sq = sum((model.get_parameter(n)[m] ** 2).sum() for n, m in component_masks(model, layer, unit).items())
+            reg = reg + lam * torch.sqrt(EPSILON + sq)
+    reg.backward()
+    for name, p in model.named_parameters():
+        expected = p.grad if p.grad is not None else torch.zeros_like(p)
+        torch.testing.assert_close(added[name], expected, atol=1e-12, rtol=1e-9)
+
+
+def test_thresholding_keeps_zeroed_groups_at_zero(synthetic_corpus):
+    config = tiny_config(sparsity={"method": "iss", "lasso_lambda": 1e-4}, train={"epochs": 1},
+                         data={"epoch_tokens": 8 * 10 * 30})
+    trainer = Trainer(config, synthetic_corpus)
+    remove_units(trainer.model, [[1, 5], [0]])
+    trainer.fit()
+    zero = removable_units(trainer.model)
+    assert zero[0][[1, 5]].all() and zero[1][0].all()
+    weights = [p for n, p in trainer.model.named_parameters() if "weight" in n]
+    assert all(float(w.abs().max()) > 1e-3 for w in weights)  # training moved the rest
+
+
+def test_strong_group_lasso_removes_components_and_compaction_is_exact(synthetic_corpus, tmp_path):
+    config = tiny_config(sparsity={"method": "iss", "lasso_lambda": [0.003, 0.003], "zero_threshold": 2e-3},
+                         train={"epochs": 2}, data={"epoch_tokens": 8 * 10 * 40})
+    trainer = Trainer(config, synthetic_corpus, tmp_path)
+    trainer.fit()
+    sizes = [int((~z).sum()) for z in removable_units(trainer.model)]
+    assert sizes[0] < 32 or sizes[1] < 32
+    model, *_ = load_model(tmp_path / "best.safetensors")
+    small = compact(model)
+    tokens = synthetic_corpus.valid[:40].view(10, 4)
+    ours, _ = model.double()(tokens, model.init_state(4))
+    small = small.double()
+    theirs, _ = small(tokens, small.init_state(4))
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
