@@ -350,6 +350,7 @@ def _multiply_adds(model) -> int:
 def compact(
     ckpt: Annotated[Path, typer.Argument(help="checkpoint or run directory (best) with zeroed ISS components")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="compacted checkpoint (.safetensors)")],
+    plots: Annotated[Optional[Path], typer.Option(help="directory for the zero-pattern and group-norm plots")] = None,
 ) -> None:
     """Remove every all-zero ISS component: a smaller dense model of plain nn.LSTM/nn.Linear modules."""
     from sparsernn.models import count_parameters
@@ -364,6 +365,7 @@ def compact(
         raise SparsernnError(f"{path}: {exc}") from None
     small_cfg = cfg.model_copy(deep=True)
     small_cfg.model.hidden_sizes = small.hidden_sizes
+    small_cfg.model.embedding_size = small.embedding_size
     small_cfg.sparsity.method = "dense"
     small_cfg.sparsity.lasso_lambda = None
     table = Table(title=f"compacted {path} -> {out_path}")
@@ -375,6 +377,13 @@ def compact(
     table.add_row("ratio", "", f"{count_parameters(model) / count_parameters(small):.2f}x", f"{before / after:.2f}x")
     save_model(out_path, small, {**meta, "config": small_cfg.to_dict(), "compacted_from": str(path)})
     out.print(table)
+    if plots is not None:
+        from sparsernn.plots import plot_group_norms, plot_zero_pattern
+        from sparsernn.sparsity.iss import group_sq_norms
+
+        norms = {f"layer {n + 1}": sq.sqrt() for n, sq in enumerate(group_sq_norms(model))}
+        out.print(f"plots: {plot_zero_pattern(model, plots / 'zero_pattern.png')}, "
+                  f"{plot_group_norms(norms, plots / 'group_norms.png')}")
 
 
 @data_app.command("verify")

@@ -32,6 +32,44 @@ def plot_spectra(spectra: dict[str, Spectrum], path: str | Path, title: str = "L
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def plot_zero_pattern(model, path: str | Path, max_pixels: int = 600) -> Path:
+    """The recurrent weight matrices' non-zero pattern (ISS paper Fig. 4): removed ISS components show
+    as blank rows (gate rows) and columns. Large matrices are max-pooled down to ``max_pixels``."""
+    import torch
+
+    plt = _pyplot()
+    names = [f"{layer.module}.{kind}_l0" for layer in model.recurrent_stack() for kind in ("weight_ih", "weight_hh")]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 4), dpi=120)
+    for ax, name in zip(list(axes) if len(names) > 1 else [axes], names):
+        nonzero = (model.get_parameter(name).detach() != 0).float()[None, None]
+        factor = max(1, -(-max(nonzero.shape[-2:]) // max_pixels))
+        pooled = torch.nn.functional.max_pool2d(nonzero, factor, ceil_mode=True)[0, 0]
+        ax.imshow(pooled.cpu().numpy(), cmap="Greys", interpolation="nearest", aspect="auto")
+        ax.set_title(f"{name}\n{tuple(nonzero.shape[-2:])}, density {float(nonzero.mean()):.3f}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("non-zero weights (black); blank strips are removed ISS components")
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def plot_group_norms(norms: dict[str, object], path: str | Path) -> Path:
+    """Histogram of ISS component norms per layer (ISS paper Fig. 6)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=120)
+    for label, values in norms.items():
+        ax.hist(values.cpu().numpy(), bins=50, alpha=0.6, label=label)
+    ax.set_xlabel("L2 norm of ISS component")
+    ax.set_ylabel("components")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

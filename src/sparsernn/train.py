@@ -420,6 +420,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[RN
     config = validate(meta["config"], f"{path} config")
     vocab = Vocabulary(tuple(meta["vocab"]))
     model = build_model(config, len(vocab)).to(device)
-    model.load_state_dict(strip_masks(checkpoint.subtree(tensors, "model")))
+    try:
+        model.load_state_dict(strip_masks(checkpoint.subtree(tensors, "model")))
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[1 if "\n" in str(exc).strip() else 0].strip()
+        raise CheckpointError(f"{path}: weights do not match the config stored with them ({detail})") from None
     model.eval()
     return model, config, vocab, meta
