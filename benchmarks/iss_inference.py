@@ -1,0 +1,143 @@
+"""Inference speed of ISS-compacted LSTMs vs the dense 2x1500 PTB model, and vs unstructured CSR sparsity.
+
+    python benchmarks/iss_inference.py [--repeats 15] [--device auto]
+
+As in the ISS paper (Wen et al. 2018, Table 1): batch 10, 30 unrolled steps, embedding + LSTMs +
+decoder, vocabulary 10k, embedding 1500. Models: dense (1500, 1500); compacted (373, 315) and
+(381, 535), plain nn.LSTM modules; and an unstructured-sparse model with the dense shapes and the
+same number of non-zero LSTM+decoder weights as (373, 315), run with torch.sparse CSR matrices (a
+step-by-step cell, since no fused kernel takes sparse weights). All run interleaved, in
+``torch.inference_mode``, median of ``--repeats``. Acceptance: each compacted model's measured
+speed-up >= 0.9x its mult-add reduction (paper: 10.59x measured for 7.48x). Writes
+results/iss_inference.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+
+from sparsernn.config import ModelConfig  # noqa: E402
+from sparsernn.models import RNNLanguageModel, count_parameters  # noqa: E402
+
+VOCAB, EMBED, BATCH, STEPS = 10000, 1500, 10, 30
+
+
+def multiply_adds(sizes: list[int]) -> int:
+    """Per token: 4H(I+H) per LSTM layer + decoder; the embedding is a lookup."""
+    inputs = [EMBED, *sizes[:-1]]
+    return sum(4 * h * (i + h) for i, h in zip(inputs, sizes)) + sizes[-1] * VOCAB
+
+
+class CsrLSTMLM(nn.Module):
+    """The dense model's shapes with random unstructured sparsity, weights as CSR, one step at a time."""
+
+    def __init__(self, dense: RNNLanguageModel, density: float, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.embedding = dense.embedding
+
+        def sparse(w: torch.Tensor) -> torch.Tensor:
+            keep = torch.rand(w.shape, generator=generator) < density
+            return (w.detach() * keep).to_sparse_csr()
+
+        self.layers = [(sparse(l.weight_ih_l0), sparse(l.weight_hh_l0), (l.bias_ih_l0 + l.bias_hh_l0).detach()[:, None])
+                       for l in dense.layers]
+        self.decoder_weight = sparse(dense.decoder.weight)
+        self.decoder_bias = dense.decoder.bias.detach()[:, None]
+        self.nonzero = sum(w._nnz() for layer in self.layers for w in layer[:2]) + self.decoder_weight._nnz()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x_all = self.embedding(tokens)  # (T, B, E)
+        states = [(x_all.new_zeros(w_hh.shape[1], tokens.shape[1]),) * 2 for _, w_hh, _ in self.layers]
+        outputs = []
+        for t in range(tokens.shape[0]):
+            x = x_all[t].T  # (E, B): column-major batch so W @ x is a sparse-dense product
+            for n, (w_ih, w_hh, bias) in enumerate(self.layers):
+                h, c = states[n]
+                gates = torch.sparse.mm(w_ih, x) + torch.sparse.mm(w_hh, h) + bias
+                i, f, g, o = gates.chunk(4, dim=0)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                states[n] = (h, c)
+                x = h
+            outputs.append(torch.sparse.mm(self.decoder_weight, x) + self.decoder_bias)
+        return torch.stack(outputs)
+
+
+def lm(sizes: list[int]) -> RNNLanguageModel:
+    return RNNLanguageModel(ModelConfig(hidden_sizes=sizes, embedding_size=EMBED, init_range=0.04), VOCAB)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    torch.manual_seed(0)
+    configs = {"dense (1500, 1500)": [1500, 1500], "ISS (373, 315)": [373, 315], "ISS (381, 535)": [381, 535]}
+    models = {name: lm(sizes).to(device).eval() for name, sizes in configs.items()}
+    dense_weights = multiply_adds([1500, 1500])
+    csr_density = (multiply_adds([373, 315])) / dense_weights  # same non-zero LSTM+decoder weights
+    models["CSR, same non-zeros as (373, 315)"] = CsrLSTMLM(models["dense (1500, 1500)"].cpu(), csr_density)
+    models["dense (1500, 1500)"].to(device)
+    tokens = torch.randint(0, VOCAB, (STEPS, BATCH))
+
+    def run(name: str) -> float:
+        model = models[name]
+        on = device if not isinstance(model, CsrLSTMLM) else torch.device("cpu")
+        x = tokens.to(on)
+        if on.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            if isinstance(model, CsrLSTMLM):
+                model(x)
+            else:
+                model(x, model.init_state(BATCH))
+        if on.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for name in models:  # warm-up
+        run(name)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.repeats):
+        for name in models:
+            times[name].append(run(name))
+    dense_s = statistics.median(times["dense (1500, 1500)"])
+    rows = []
+    for name, model in models.items():
+        sizes = configs.get(name, [1500, 1500])
+        reduction = dense_weights / (multiply_adds(sizes) if name in configs else model.nonzero)
+        median = statistics.median(times[name])
+        rows.append({"model": name, "hidden": sizes, "ms": 1000 * median, "speedup": dense_s / median,
+                     "mult_add_reduction": reduction, "speedup_over_reduction": dense_s / median / reduction,
+                     "parameters": count_parameters(model) if name in configs else model.nonzero})
+    compacted = [r for r in rows if r["model"].startswith("ISS")]
+    passed = all(r["speedup_over_reduction"] >= 0.9 for r in compacted)
+    path = write_result("iss_inference", {
+        "command": "python benchmarks/iss_inference.py " + " ".join(sys.argv[1:]), "device": str(device),
+        "batch": BATCH, "steps": STEPS, "repeats": args.repeats, "rows": rows, "passed": passed,
+        "note": "CSR model runs on the CPU (step-by-step sparse products)",
+    })
+    print(f"{'model':38s} {'ms':>9s} {'speed-up':>9s} {'mult-add red.':>14s} {'ratio':>6s}")
+    for r in rows:
+        print(f"{r['model']:38s} {r['ms']:9.1f} {r['speedup']:8.2f}x {r['mult_add_reduction']:13.2f}x "
+              f"{r['speedup_over_reduction']:6.2f}")
+    print(f"{'PASS' if passed else 'FAIL'} (compacted speed-up >= 0.9x mult-add reduction); {path}")
+
+
+if __name__ == "__main__":
+    main()
