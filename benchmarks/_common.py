@@ -42,3 +42,20 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(payload, indent=1) + "\n")
     tmp.replace(path)
     return path
+
+
+def train_run(config, corpus, directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train ``config`` in ``directory`` (resuming an interrupted run) or, when it already finished,
+    read its results: ``(final results, per-epoch history)``."""
+    from sparsernn.progress import default_reporter
+    from sparsernn.train import LAST, METRICS, Trainer
+
+    directory = Path(directory)
+    if (directory / "results.json").is_file():
+        lines = [json.loads(line) for line in (directory / METRICS).read_text().splitlines()]
+        return json.loads((directory / "results.json").read_text()), [l for l in lines if "epoch" in l]
+    print(f"== {directory} ==", flush=True)
+    trainer = Trainer(config, corpus, directory, reporter=default_reporter())
+    if (directory / LAST).is_file():
+        trainer.load_resume(directory / LAST)
+    return trainer.fit(), trainer.history

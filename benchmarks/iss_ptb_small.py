@@ -13,28 +13,20 @@ results/iss_ptb_small.json and prints whether ISS beat direct design.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import train_run, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
-from sparsernn.progress import default_reporter  # noqa: E402
 from sparsernn.sparsity.iss import compact, removable_units  # noqa: E402
-from sparsernn.train import BEST, LAST, Trainer, load_model  # noqa: E402
+from sparsernn.train import BEST, load_model  # noqa: E402
 
 
 def run(config, corpus, directory: Path) -> dict:
-    if (directory / "results.json").is_file():
-        return json.loads((directory / "results.json").read_text())
-    print(f"== {directory} ==", flush=True)
-    trainer = Trainer(config, corpus, directory, reporter=default_reporter())
-    if (directory / LAST).is_file():
-        trainer.load_resume(directory / LAST)
-    return trainer.fit()
+    return train_run(config, corpus, directory)[0]
 
 
 def multiply_adds(sizes: list[int], embed: int = 200, vocab: int = 10000) -> int:

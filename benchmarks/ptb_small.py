@@ -13,12 +13,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import train_run, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
-from sparsernn.progress import default_reporter  # noqa: E402
-from sparsernn.train import LAST, Trainer  # noqa: E402
 
 PAPER_TEST_PPL = 114.5
 TARGET_TEST_PPL = 120.0
@@ -39,15 +37,12 @@ def main() -> None:
     if note:
         sys.exit(f"ptb_small.py needs the real PTB corpus: {note}")
     config.data.dir = str(corpus_dir.resolve())
-    trainer = Trainer(config, load_corpus(corpus_dir), args.out, reporter=default_reporter())
-    if (Path(args.out) / LAST).exists():
-        trainer.load_resume(Path(args.out) / LAST)
-    final = trainer.fit()
+    final, history = train_run(config, load_corpus(corpus_dir), Path(args.out))
     passed = final["test_ppl"] <= TARGET_TEST_PPL
     path = write_result("ptb_small", {
         "command": "python benchmarks/ptb_small.py",
         "config": config.to_dict(),
-        "epochs": trainer.history,
+        "epochs": history,
         "final": final,
         "paper_test_ppl": PAPER_TEST_PPL,
         "target_test_ppl": TARGET_TEST_PPL,

@@ -12,17 +12,14 @@ results/sparse_methods.json and prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import train_run, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
-from sparsernn.progress import default_reporter  # noqa: E402
-from sparsernn.train import LAST, Trainer  # noqa: E402
 
 METHODS = ["dense", "static", "set", "rigl", "snfs", "dsr", "selfish", "gmp"]
 
@@ -49,17 +46,7 @@ def main() -> None:
             "sparsity.method": method, "sparsity.density": 1.0 if method == "dense" else args.density,
         }
         config = resolve_config("ptb-small", overrides=overrides)
-        run = Path(args.out) / method
-        if (run / "results.json").is_file():
-            result = json.loads((run / "results.json").read_text())
-            history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][:-1]
-        else:
-            print(f"== {method} ==", flush=True)
-            trainer = Trainer(config, corpus, run, reporter=default_reporter())
-            if (run / LAST).is_file():
-                trainer.load_resume(run / LAST)
-            result = trainer.fit()
-            history = trainer.history
+        result, history = train_run(config, corpus, Path(args.out) / method)
         rows.append({"method": method, "config": config.to_dict(), "val_ppl": result["val_ppl"],
                      "test_ppl": result["test_ppl"], "density": result["density"],
                      "nonzero_prunable": result["nonzero_prunable"], "best_epoch": result["best_epoch"],

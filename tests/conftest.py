@@ -40,6 +40,23 @@ def tiny_config(**sections) -> RunConfig:
     return validate(data, "test config")
 
 
+class InterruptAt:
+    """A progress reporter that raises KeyboardInterrupt at a given step, like a user's Ctrl-C."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def start_epoch(self, *args) -> None: ...
+
+    def end_epoch(self) -> None: ...
+
+    def message(self, text) -> None: ...
+
+    def update(self, step: int, loss: float, tokens_per_s: float) -> None:
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(

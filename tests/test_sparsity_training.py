@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from sparsernn.optim import NTASGD
-from sparsernn.progress import SilentReporter
 from sparsernn.sparsity.masks import Masking, prunable_parameters
 from sparsernn.train import BEST, LAST, Trainer, load_model
 
-from conftest import tiny_config
+from conftest import InterruptAt, tiny_config
 
 DYNAMIC = ["set", "rigl", "snfs", "dsr", "selfish"]
 
@@ -125,15 +124,11 @@ def test_checkpoint_round_trip_restores_masks_and_continues_identically(method, 
     straight = Trainer(config, synthetic_corpus, tmp_path / "a")
     straight.fit()
 
-    class Interrupt(SilentReporter):
-        def update(self, step, loss, tokens_per_s):
-            if step == 7:
-                raise KeyboardInterrupt
 
     interrupted = config.model_copy(deep=True)
     interrupted.train.log_interval = 7
     with pytest.raises(KeyboardInterrupt):
-        Trainer(interrupted, synthetic_corpus, tmp_path / "b", reporter=Interrupt()).fit()
+        Trainer(interrupted, synthetic_corpus, tmp_path / "b", reporter=InterruptAt(7)).fit()
     resumed = Trainer(config, synthetic_corpus, tmp_path / "b")
     fresh_masks = {n: m.clone() for n, m in resumed.sparsifier.masking.masks.items()}
     resumed.load_resume(tmp_path / "b" / LAST)
