@@ -116,3 +116,31 @@ def test_data_download_from_a_file_url_reports_checksum_failure(tmp_path):
     line = one_line_error(run_cli("data", "download", "--dest", str(tmp_path / "ptb"), "--url",
                                   (tmp_path / "junk.tgz").as_uri()))
     assert "not a tar archive" in line
+
+
+def test_sparse_training_iss_compaction_and_lyapunov_from_the_command_line(synthetic_dir, tmp_path):
+    sparse = run_cli("train", "--data-dir", str(synthetic_dir), *TINY, "--epochs", "1", "--epoch-tokens", "3000",
+                     "--method", "rigl", "--sparsity", "0.67", "--update-every", "10", "--out", str(tmp_path / "rigl"))
+    assert sparse.returncode == 0, sparse.stderr
+    assert "sparsity at start" in sparse.stderr and "sparsity at end" in sparse.stderr
+    report = json.loads((tmp_path / "rigl" / "sparsity.json").read_text())
+    assert report["start"]["nonzero"] == report["end"]["nonzero"] == round(0.33 * report["end"]["total"])
+
+    iss = run_cli("train", "--data-dir", str(synthetic_dir), *TINY, "--epochs", "1", "--epoch-tokens", "4000",
+                  "--method", "iss", "--lasso-lambda", "0.004", "--zero-threshold", "0.002", "--out", str(tmp_path / "iss"))
+    assert iss.returncode == 0, iss.stderr
+    compacted = run_cli("compact", str(tmp_path / "iss"), "-o", str(tmp_path / "small.safetensors"),
+                        "--plots", str(tmp_path / "plots"))
+    assert compacted.returncode == 0, compacted.stderr
+    assert "mult-adds" in compacted.stdout and (tmp_path / "plots" / "zero_pattern.png").is_file()
+    before = run_cli("eval", str(tmp_path / "iss"))
+    after = run_cli("eval", str(tmp_path / "small.safetensors"))
+    assert after.returncode == 0, after.stderr
+    assert before.stdout.splitlines()[-3:] == after.stdout.splitlines()[-3:]  # same perplexities
+
+    spectra = run_cli("lyapunov", str(tmp_path / "rigl"), str(tmp_path / "small.safetensors"), "--samples", "3",
+                      "--steps", "20", "--k", "8", "--out", str(tmp_path / "ls.json"), "--plot", str(tmp_path / "ls.png"))
+    assert spectra.returncode == 0, spectra.stderr
+    saved = json.loads((tmp_path / "ls.json").read_text())
+    assert len(saved) == 2 and all(len(s["exponents"]) == 8 for s in saved.values())
+    assert (tmp_path / "ls.png").stat().st_size > 1000
