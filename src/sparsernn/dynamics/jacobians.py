@@ -73,10 +73,8 @@ def state_sizes(layers: list[CellParams] | tuple[RecurrentLayer, ...], mode: str
 
 
 def _matmul(weight: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """``weight (R, C) @ basis (K, C, k) -> (K, R, k)`` as one GEMM over all samples and columns."""
-    K, C, k = basis.shape
-    flat = basis.transpose(0, 1).reshape(C, K * k)
-    return (weight @ flat).view(weight.shape[0], K, k).transpose(0, 1)
+    """``weight (R, C) @ basis (K, C, k) -> (K, R, k)``: one batched GEMM, contiguous output."""
+    return torch.matmul(weight, basis)
 
 
 def cell_step_jq(
@@ -108,12 +106,15 @@ def cell_step_jq(
         tanh_c = torch.tanh(c_new)
         h_new = o * tanh_c
         di, df, dg, do = dpre.split(H, dim=1)
-        # d c' = f dc + c df + i dg + g di, each gate derivative through its nonlinearity
-        dc_new = (c * f * (1 - f)).unsqueeze(2) * df + (i * (1 - g * g)).unsqueeze(2) * dg \
-            + (g * i * (1 - i)).unsqueeze(2) * di
+        # d c' = f dc + c df + i dg + g di, each gate derivative through its nonlinearity; in place,
+        # because these (K, H, k) tensors are the bulk of the memory traffic
+        dc_new = df.mul((c * f * (1 - f)).unsqueeze(2))
+        dc_new.addcmul_(dg, (i * (1 - g * g)).unsqueeze(2))
+        dc_new.addcmul_(di, (g * i * (1 - i)).unsqueeze(2))
         if dc is not None:
-            dc_new = dc_new + f.unsqueeze(2) * dc
-        dh_new = (o * (1 - tanh_c * tanh_c)).unsqueeze(2) * dc_new + (tanh_c * o * (1 - o)).unsqueeze(2) * do
+            dc_new.addcmul_(dc, f.unsqueeze(2))
+        dh_new = dc_new.mul((o * (1 - tanh_c * tanh_c)).unsqueeze(2))
+        dh_new.addcmul_(do, (tanh_c * o * (1 - o)).unsqueeze(2))
         return h_new, c_new, dh_new, dc_new
 
     if p.cell == "gru":
