@@ -75,7 +75,8 @@ class Masking:
         """Zero masked weights and, if given, the optimizer's per-weight state at masked positions
         (momentum, Adam moments, ASGD averages: every state tensor shaped like its weight)."""
         for name, param in self.params.items():
-            mask = self.masks[name]
+            # the bool mask read as uint8 (no copy): PyTorch multiplies by uint8 ~2x faster than by bool
+            mask = self.masks[name].view(torch.uint8)
             param.mul_(mask)
             if optimizer is not None:
                 for value in optimizer.state.get(param, {}).values():
