@@ -140,3 +140,22 @@ def test_features_and_log_base():
     features = natural.features
     assert features["max"] == natural.exponents[0] and features["num_positive"] == int((natural.exponents > 0).sum())
     assert features["mean"] == pytest.approx(float(natural.exponents.mean()))
+
+
+def test_jacobian_of_a_compacted_model_equals_autograd():
+    from sparsernn.sparsity.iss import compact, component_masks
+
+    model = make_model("lstm", [9, 7])
+    with torch.no_grad():
+        for layer, unit in ((0, 2), (0, 5), (1, 3)):
+            for name, mask in component_masks(model, layer, unit).items():
+                model.get_parameter(name)[mask] = 0.0
+    small = compact(model).eval()
+    assert small.hidden_sizes == [7, 6]
+    layers = stack_params(small, torch.float64)
+    x = torch.randn(1, 7, dtype=torch.float64)
+    flat = torch.randn(26, dtype=torch.float64) * 0.5
+    states = [(flat[None, 0:7], flat[None, 7:14]), (flat[None, 14:20], flat[None, 20:26])]
+    _, jq = stack_step_jq(layers, states, x, torch.eye(26, dtype=torch.float64)[None], "hc")
+    expected = torch.autograd.functional.jacobian(lambda v: reference_step(small, v, x[0], "hc", None), flat)
+    torch.testing.assert_close(jq[0], expected, rtol=0, atol=1e-6)
