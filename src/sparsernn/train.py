@@ -245,7 +245,8 @@ class Trainer:
             checkpoint.atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.config.to_dict(),
                                                                                    sort_keys=False))
             self._rewrite_metrics()
-        self._report_sparsity("start")
+        if self.epoch == 1 and self.step_in_epoch == 0:
+            self._report_sparsity("start")
         while self.epoch <= self.config.train.epochs:
             record = self.train_epoch()
             valid = self.evaluate_split("valid")
