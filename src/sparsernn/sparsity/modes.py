@@ -64,21 +64,23 @@ def random_mask(shape: tuple[int, ...], count: int, generator: torch.Generator |
 # ---- death (pruning) ---------------------------------------------------------------------------------
 
 
-def _remove_lowest(score: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
-    """Deactivate the ``k`` active entries with the lowest ``score``."""
+def _remove_lowest(score: torch.Tensor, mask: torch.Tensor, k: int, owned: bool = False) -> torch.Tensor:
+    """Deactivate the ``k`` active entries with the lowest ``score`` (``owned``: score is a temporary
+    this function may overwrite, which keeps the peak memory of an update to one extra matrix)."""
     k = min(k, int(mask.sum()))
     out = mask.clone()
     if k <= 0:
         return out
-    candidates = torch.where(mask, score, torch.full_like(score, math.inf))
-    index = torch.topk(candidates.flatten(), k, largest=False, sorted=False).indices
+    candidates = score if owned else score.clone()
+    candidates.masked_fill_(~mask, math.inf)
+    index = torch.topk(candidates.view(-1), k, largest=False, sorted=False).indices
     out.view(-1)[index] = False
     return out
 
 
 def magnitude_death(weight: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
     """Remove the ``k`` active weights of smallest magnitude."""
-    return _remove_lowest(weight.abs(), mask, k)
+    return _remove_lowest(weight.abs(), mask, k, owned=True)
 
 
 def set_death(weight: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
@@ -93,7 +95,7 @@ def set_death(weight: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
     k_pos = min(n_pos, k - min(n_neg, k // 2))
     k_neg = k - k_pos
     out = _remove_lowest(weight, positive, k_pos) | negative  # smallest positives
-    out = _remove_lowest(-weight, negative, k_neg) | (out & ~negative)  # negatives nearest zero
+    out = _remove_lowest(-weight, negative, k_neg, owned=True) | (out & ~negative)  # negatives nearest zero
     return out
 
 
@@ -134,7 +136,7 @@ def global_magnitude_death(weights: Mapping[str, torch.Tensor], masks: Mapping[s
                            k: int) -> dict[str, torch.Tensor]:
     """Remove the ``k`` smallest-magnitude active weights across all matrices (one threshold)."""
     names = list(weights)
-    flat = torch.cat([torch.where(masks[n], weights[n].abs(), math.inf).flatten() for n in names])
+    flat = torch.cat([weights[n].abs().masked_fill_(~masks[n], math.inf).view(-1) for n in names])
     k = min(k, int(sum(int(masks[n].sum()) for n in names)))
     keep = torch.ones_like(flat, dtype=torch.bool)
     if k > 0:
@@ -164,12 +166,11 @@ def random_growth(mask: torch.Tensor, k: int, generator: torch.Generator | None 
 def score_growth(mask: torch.Tensor, k: int, score: torch.Tensor) -> torch.Tensor:
     """Activate the ``k`` inactive positions of largest ``|score|`` (RigL: the dense gradient;
     SNFS: the momentum)."""
-    inactive = (~mask).flatten()
-    k = min(k, int(inactive.sum()))
+    k = min(k, mask.numel() - int(mask.sum()))
     out = mask.clone()
     if k > 0:
-        candidates = torch.where(inactive, score.abs().flatten(), -1.0)
-        out.view(-1)[torch.topk(candidates, k, sorted=False).indices] = True
+        candidates = score.abs().masked_fill_(mask, -1.0)
+        out.view(-1)[torch.topk(candidates.view(-1), k, sorted=False).indices] = True
     return out
 
 
