@@ -114,3 +114,18 @@ def test_cosine_and_gmp_schedules():
     assert modes.gmp_density(0, 0, 100, 0.2) == 1.0 and modes.gmp_density(100, 0, 100, 0.2) == pytest.approx(0.2)
     # Zhu & Gupta: s_t = s_f (1 - (1 - t/T)^3) from s_i = 0
     assert modes.gmp_density(50, 0, 100, 0.2) == pytest.approx(1 - 0.8 * (1 - 0.5**3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("largest", [False, True])
+def test_select_lowest_matches_a_sort_with_ties_broken_by_position(dtype, largest):
+    generator = torch.Generator().manual_seed(7)
+    score = torch.randint(0, 50, (40, 30), generator=generator).to(dtype) / 7  # many ties, and zeros
+    candidates = torch.rand(40, 30, generator=generator) < 0.6
+    for k in (0, 1, 17, 300, int(candidates.sum()), int(candidates.sum()) + 5):
+        chosen = modes.select_lowest(score, candidates, k, largest=largest)
+        assert int(chosen.sum()) == min(k, int(candidates.sum())) and not (chosen & ~candidates).any()
+        flat_score, flat_cand = score.view(-1), candidates.view(-1)
+        order = sorted((i for i in range(flat_score.numel()) if flat_cand[i]),
+                       key=lambda i: (-flat_score[i] if largest else flat_score[i], i))
+        assert set(chosen.view(-1).nonzero().flatten().tolist()) == set(order[:k])

@@ -51,31 +51,53 @@ def nonzero_counts(numel: Mapping[str, int], densities: Mapping[str, float]) -> 
     return {n: min(c, numel[n]) for n, c in counts.items()}
 
 
+def select_lowest(score: torch.Tensor, candidates: torch.Tensor, k: int, largest: bool = False) -> torch.Tensor:
+    """Exactly ``k`` candidate positions with the lowest (``largest``: highest) non-negative ``score``,
+    ties broken by position.
+
+    Memory-light by design: instead of ``topk`` (whose value and index buffers cost several times the
+    input) the k-th score is found by bisection on the scores' bit patterns, which order non-negative
+    floats exactly like their values; an update then costs one integer copy and bool temporaries.
+    """
+    count = int(candidates.sum())
+    if k >= count:
+        return candidates.clone()
+    out = torch.zeros_like(candidates)
+    if k <= 0:
+        return out
+    values = score.float() if score.dtype not in (torch.float32, torch.float64) else score
+    int_type, infinity = (torch.int32, 0x7F800000) if values.dtype == torch.float32 else (torch.int64, 0x7FF0 << 48)
+    keys = values.view(int_type)
+    keys = (infinity - keys) if largest else keys.clone()
+    keys.masked_fill_(~candidates, infinity + 1)
+    low, high = 0, infinity + 1  # invariant: count(keys <= high) >= k
+    while low < high:
+        middle = (low + high) // 2
+        if int((keys <= middle).sum()) >= k:
+            high = middle
+        else:
+            low = middle + 1
+    torch.lt(keys, high, out=out)
+    missing = k - int(out.sum())
+    if missing > 0:  # ties at the threshold: the first ones by position
+        ties = (keys == high).view(-1).nonzero().squeeze(1)[:missing]
+        out.view(-1)[ties] = True
+    return out
+
+
 def random_mask(shape: tuple[int, ...], count: int, generator: torch.Generator | None = None,
                 device: torch.device | str = "cpu") -> torch.Tensor:
     """A bool mask with exactly ``count`` True entries at uniformly random positions."""
-    numel = math.prod(shape)
-    mask = torch.zeros(numel, dtype=torch.bool, device=device)
-    chosen = torch.randperm(numel, generator=generator)[:count].to(device)
-    mask[chosen] = True
-    return mask.view(shape)
+    scores = torch.rand(shape, generator=generator).to(device)
+    return select_lowest(scores, torch.ones(shape, dtype=torch.bool, device=device), count)
 
 
 # ---- death (pruning) ---------------------------------------------------------------------------------
 
 
 def _remove_lowest(score: torch.Tensor, mask: torch.Tensor, k: int, owned: bool = False) -> torch.Tensor:
-    """Deactivate the ``k`` active entries with the lowest ``score`` (``owned``: score is a temporary
-    this function may overwrite, which keeps the peak memory of an update to one extra matrix)."""
-    k = min(k, int(mask.sum()))
-    out = mask.clone()
-    if k <= 0:
-        return out
-    candidates = score if owned else score.clone()
-    candidates.masked_fill_(~mask, math.inf)
-    index = torch.topk(candidates.view(-1), k, largest=False, sorted=False).indices
-    out.view(-1)[index] = False
-    return out
+    """Deactivate the ``k`` active entries with the lowest non-negative ``score``."""
+    return mask & ~select_lowest(score, mask, k)
 
 
 def magnitude_death(weight: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
@@ -136,15 +158,13 @@ def global_magnitude_death(weights: Mapping[str, torch.Tensor], masks: Mapping[s
                            k: int) -> dict[str, torch.Tensor]:
     """Remove the ``k`` smallest-magnitude active weights across all matrices (one threshold)."""
     names = list(weights)
-    flat = torch.cat([weights[n].abs().masked_fill_(~masks[n], math.inf).view(-1) for n in names])
-    k = min(k, int(sum(int(masks[n].sum()) for n in names)))
-    keep = torch.ones_like(flat, dtype=torch.bool)
-    if k > 0:
-        keep[torch.topk(flat, k, largest=False, sorted=False).indices] = False
+    flat = torch.cat([weights[n].abs().view(-1) for n in names])
+    active = torch.cat([masks[n].view(-1) for n in names])
+    removed = select_lowest(flat, active, k)
     out, start = {}, 0
     for n in names:
         size = masks[n].numel()
-        out[n] = masks[n] & keep[start:start + size].view_as(masks[n])
+        out[n] = masks[n] & ~removed[start:start + size].view_as(masks[n])
         start += size
     return out
 
@@ -154,24 +174,14 @@ def global_magnitude_death(weights: Mapping[str, torch.Tensor], masks: Mapping[s
 
 def random_growth(mask: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Activate ``k`` inactive positions chosen uniformly at random."""
-    inactive = (~mask).flatten().nonzero().squeeze(1)
-    k = min(k, inactive.numel())
-    out = mask.clone()
-    if k > 0:
-        pick = torch.randperm(inactive.numel(), generator=generator)[:k].to(inactive.device)
-        out.view(-1)[inactive[pick]] = True
-    return out
+    scores = torch.rand(mask.shape, generator=generator).to(mask.device)
+    return mask | select_lowest(scores, ~mask, k)
 
 
 def score_growth(mask: torch.Tensor, k: int, score: torch.Tensor) -> torch.Tensor:
     """Activate the ``k`` inactive positions of largest ``|score|`` (RigL: the dense gradient;
     SNFS: the momentum)."""
-    k = min(k, mask.numel() - int(mask.sum()))
-    out = mask.clone()
-    if k > 0:
-        candidates = score.abs().masked_fill_(mask, -1.0)
-        out.view(-1)[torch.topk(candidates.view(-1), k, sorted=False).indices] = True
-    return out
+    return mask | select_lowest(score.abs(), ~mask, k, largest=True)
 
 
 # ---- redistribution -------------------------------------------------------------------------------------
