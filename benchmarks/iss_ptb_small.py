@@ -1,6 +1,6 @@
 """Scaled ISS reproduction on CPU: ISS from scratch on ptb-small vs direct design of the learned sizes.
 
-    python benchmarks/iss_ptb_small.py [--lambdas 1e-4,3e-4,1e-3] [--epochs 3] [--epoch-tokens 250000]
+    python benchmarks/iss_ptb_small.py [--lambdas 1e-4,1e-3,3e-3] [--epochs 3] [--epoch-tokens 250000]
 
 For each lambda (per-token mean loss; the ISS paper's values are for the loss summed over bptt steps,
 i.e. 20x these): train ptb-small with group Lasso over ISS components (threshold 1e-4), compact it,
@@ -37,7 +37,7 @@ def multiply_adds(sizes: list[int], embed: int = 200, vocab: int = 10000) -> int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--lambdas", default="1e-4,3e-4,1e-3")
+    parser.add_argument("--lambdas", default="1e-4,1e-3,3e-3")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--epoch-tokens", type=int, default=250_000)
     parser.add_argument("--out", default="runs/iss")
@@ -48,6 +48,7 @@ def main() -> None:
     corpus = load_corpus(corpus_dir)
     common = {"train.epochs": args.epochs, "data.epoch_tokens": args.epoch_tokens, "optim.decay_start_epoch": 2,
               "train.checkpoint_every": 500, "train.log_interval": 250, "data.dir": str(corpus_dir.resolve())}
+    baseline_dir = Path(args.out) / "dense-200-200"
     rows = []
     for lam in (float(v) for v in args.lambdas.split(",")):
         iss_dir = Path(args.out) / f"iss-{lam:g}"
@@ -56,8 +57,10 @@ def main() -> None:
         model, *_ = load_model(iss_dir / BEST)
         sizes = [int((~z).sum()) for z in removable_units(model)]
         compacted = compact(model) if min(sizes) > 0 else None
+        # nothing removed: the direct design is the dense baseline itself
+        direct_dir = baseline_dir if sizes == [200, 200] else Path(args.out) / f"direct-{'-'.join(map(str, sizes))}"
         direct = run(resolve_config("ptb-small", overrides={**common, "model.hidden_sizes": sizes}), corpus,
-                     Path(args.out) / f"direct-{'-'.join(map(str, sizes))}") if compacted is not None else None
+                     direct_dir) if compacted is not None else None
         rows.append({
             "lambda": lam, "learned_sizes": sizes, "iss_val_ppl": iss["val_ppl"], "iss_test_ppl": iss["test_ppl"],
             "direct_val_ppl": direct["val_ppl"] if direct else None,
@@ -65,7 +68,7 @@ def main() -> None:
             "mult_add_reduction": multiply_adds([200, 200]) / multiply_adds(sizes) if min(sizes) > 0 else None,
             "iss_beats_direct": (iss["test_ppl"] < direct["test_ppl"]) if direct else None,
         })
-    baseline = run(resolve_config("ptb-small", overrides=common), corpus, Path(args.out) / "dense-200-200")
+    baseline = run(resolve_config("ptb-small", overrides=common), corpus, baseline_dir)
     path = write_result("iss_ptb_small", {
         "command": "python benchmarks/iss_ptb_small.py " + " ".join(sys.argv[1:]),
         "schedule": {"epochs": args.epochs, "epoch_tokens": args.epoch_tokens, "lr": "20, halved after epoch 2"},
