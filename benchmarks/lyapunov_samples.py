@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--k", type=int, default=200, help="exponents computed (the leading ones)")
+    parser.add_argument("--tag", default="", help="suffix of the results file, to keep several studies")
     args = parser.parse_args()
 
     results = {}
@@ -66,7 +67,7 @@ def main() -> None:
         within = max(max(abs(d[f] - r["K10"][f]) for d in r["K2_draws"]) for r in (a, b))
         verdict[f] = {"between_models": between, "max_K2_vs_K10": within, "ratio": within / between if between else None,
                       "small": within < 0.25 * between}
-    path = write_result("lyapunov_samples", {
+    path = write_result("lyapunov_samples" + (f"-{args.tag}" if args.tag else ""), {
         "command": "python benchmarks/lyapunov_samples.py " + " ".join(sys.argv[1:]),
         "steps": args.steps, "draws": args.draws, "k": args.k, "models": results, "verdict": verdict,
     })
