@@ -3,8 +3,8 @@
     python benchmarks/sparse_overhead.py [--data-dir DIR] [--steps 300] [--rounds 3]
 
 Time: dense, rigl, selfish and gmp each train ``--steps`` steps per "epoch" (a capped epoch whose
-end runs the epoch-end hook), interleaved round by round in one process; the figure is each
-method's median time per epoch over dense's. Each timed epoch includes prune/regrow work: RigL
+end runs the epoch-end hook), interleaved round by round in one process (the order rotating each round); the figure is
+the median over rounds of each method's epoch time over dense's in the same round. Each timed epoch includes prune/regrow work: RigL
 updates every 100 steps, Selfish-RNN prunes and regrows at the epoch end, GMP prunes every 100 steps
 (its schedule spans 10 such epochs, so every timed epoch prunes). Acceptance: overhead <= 15%.
 
@@ -113,8 +113,9 @@ def main() -> None:
         run_epoch(trainer)
     times: dict[str, list[float]] = {m: [] for m in METHODS}
     for round_ in range(args.rounds):
-        for method, trainer in trainers.items():
-            times[method].append(run_epoch(trainer))
+        order = METHODS[round_ % len(METHODS):] + METHODS[:round_ % len(METHODS)]  # rotate: no method always first
+        for method in order:
+            times[method].append(run_epoch(trainers[method]))
         print(f"round {round_ + 1}: " + "  ".join(f"{m} {times[m][-1]:.2f}s" for m in METHODS), flush=True)
     updates = {m: getattr(t.sparsifier, "updates", None) for m, t in trainers.items()}
     densities = {m: (t.sparsifier.masking.density() if hasattr(t.sparsifier, "masking") else 1.0)
