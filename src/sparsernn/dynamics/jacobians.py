@@ -179,17 +179,6 @@ def stack_step_jq(
     return new_states, torch.cat(blocks, dim=1)
 
 
-def stack_step(layers: list[CellParams], states, x: torch.Tensor):
-    """The states after one step, without tangents (for warm starts and tests)."""
-    new_states = []
-    for p, (h, c) in zip(layers, states):
-        empty = h.new_zeros(h.shape[0], p.hidden_size, 0)
-        h_new, c_new, _, _ = cell_step_jq(p, h, c, x, empty, empty if c is not None else None, None)
-        new_states.append((h_new, c_new))
-        x = h_new
-    return new_states
-
-
 def initial_states(layers: list[CellParams], batch: int, like: torch.Tensor):
     return [(like.new_zeros(batch, p.hidden_size), like.new_zeros(batch, p.hidden_size) if p.cell == "lstm" else None)
             for p in layers]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sparsernn.dynamics.jacobians import initial_states, stack_params, stack_step, stack_step_jq, state_sizes
+from sparsernn.dynamics.jacobians import initial_states, stack_params, stack_step_jq, state_sizes
 
 
 @dataclass(frozen=True)
@@ -130,4 +130,4 @@ def validation_sequences(tokens: torch.Tensor, samples: int, steps: int) -> torc
     return torch.stack([tokens[i * stride:i * stride + steps] for i in range(samples)])
 
 
-__all__ = ["Spectrum", "lyapunov_spectrum", "stack_step", "validation_sequences"]
+__all__ = ["Spectrum", "lyapunov_spectrum", "validation_sequences"]
