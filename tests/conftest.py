@@ -57,6 +57,16 @@ class InterruptAt:
             raise KeyboardInterrupt
 
 
+def train_until_interrupted(config: RunConfig, corpus, run_dir: Path, step: int = 7) -> None:
+    """Train ``config`` in ``run_dir`` and stop it with a KeyboardInterrupt at ``step`` of epoch 1."""
+    from sparsernn.train import Trainer
+
+    interrupted = config.model_copy(deep=True)
+    interrupted.train.log_interval = step
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(interrupted, corpus, run_dir, reporter=InterruptAt(step)).fit()
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(

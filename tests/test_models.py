@@ -45,3 +45,14 @@ def test_zaremba_small_parameter_count():
     model = RNNLanguageModel(ModelConfig(hidden_sizes=[200, 200]), vocab_size=10000)
     lstm = 4 * 200 * (200 + 200) + 2 * 4 * 200  # weights + PyTorch's two bias vectors
     assert count_parameters(model) == 10000 * 200 + 2 * lstm + 200 * 10000 + 10000
+
+
+def test_multiply_adds_reproduce_the_iss_papers_reduction():
+    from sparsernn.models.stack import multiply_adds
+
+    def per_token(sizes):
+        model = RNNLanguageModel(ModelConfig(hidden_sizes=sizes, embedding_size=1500), vocab_size=10000)
+        return multiply_adds(model.recurrent_stack(), model.decoder.in_features, model.decoder.out_features)
+
+    assert per_token([1500, 1500]) == 2 * 4 * 1500 * 3000 + 1500 * 10000
+    assert per_token([1500, 1500]) / per_token([373, 315]) == pytest.approx(7.48, abs=0.01)  # Wen et al. Table 1

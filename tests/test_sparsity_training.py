@@ -9,7 +9,7 @@ from sparsernn.optim import NTASGD
 from sparsernn.sparsity.masks import Masking, prunable_parameters
 from sparsernn.train import BEST, LAST, Trainer, load_model
 
-from conftest import InterruptAt, tiny_config
+from conftest import tiny_config, train_until_interrupted
 
 DYNAMIC = ["set", "rigl", "snfs", "dsr", "selfish"]
 
@@ -124,11 +124,7 @@ def test_checkpoint_round_trip_restores_masks_and_continues_identically(method, 
     straight = Trainer(config, synthetic_corpus, tmp_path / "a")
     straight.fit()
 
-
-    interrupted = config.model_copy(deep=True)
-    interrupted.train.log_interval = 7
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(interrupted, synthetic_corpus, tmp_path / "b", reporter=InterruptAt(7)).fit()
+    train_until_interrupted(config, synthetic_corpus, tmp_path / "b")
     resumed = Trainer(config, synthetic_corpus, tmp_path / "b")
     fresh_masks = {n: m.clone() for n, m in resumed.sparsifier.masking.masks.items()}
     resumed.load_resume(tmp_path / "b" / LAST)

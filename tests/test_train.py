@@ -11,7 +11,7 @@ from torch import nn
 from sparsernn.data import batchify, bptt_window
 from sparsernn.train import BEST, LAST, METRICS, Trainer, build_model, evaluate, load_model
 
-from conftest import InterruptAt, tiny_config
+from conftest import tiny_config, train_until_interrupted
 
 
 def test_uniform_logits_score_perplexity_equal_to_vocabulary_size(synthetic_corpus):
@@ -92,11 +92,7 @@ def test_resume_in_process_continues_identically(synthetic_corpus, tmp_path):
     straight = Trainer(config, synthetic_corpus, tmp_path / "a")
     straight.fit()
 
-
-    config_interrupted = config.model_copy(deep=True)
-    config_interrupted.train.log_interval = 7
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(config_interrupted, synthetic_corpus, tmp_path / "b", reporter=InterruptAt(7)).fit()
+    train_until_interrupted(config, synthetic_corpus, tmp_path / "b")
     resumed = Trainer(config, synthetic_corpus, tmp_path / "b")
     resumed.load_resume(tmp_path / "b" / LAST)
     assert (resumed.epoch, resumed.step_in_epoch) == (1, 5)

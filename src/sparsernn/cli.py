@@ -338,12 +338,9 @@ def lyapunov(
 
 
 def _multiply_adds(model) -> int:
-    """Multiply-adds per token of the recurrent layers and the decoder (the embedding is a lookup)."""
-    total = 0
-    for layer in model.recurrent_stack():
-        directions = 2 if layer.bidirectional else 1
-        total += directions * len(layer.gates) * layer.hidden_size * (layer.input_size + layer.hidden_size)
-    return total + model.decoder.in_features * model.decoder.out_features
+    from sparsernn.models.stack import multiply_adds
+
+    return multiply_adds(model.recurrent_stack(), model.decoder.in_features, model.decoder.out_features)
 
 
 @app.command()

@@ -39,3 +39,10 @@ class RecurrentLayer:
     @property
     def output_size(self) -> int:
         return self.hidden_size * (2 if self.bidirectional else 1)
+
+
+def multiply_adds(layers: tuple[RecurrentLayer, ...], decoder_in: int, decoder_out: int) -> int:
+    """Multiply-adds per token of the recurrent layers and a linear decoder (embeddings are lookups)."""
+    total = sum((2 if l.bidirectional else 1) * len(l.gates) * l.hidden_size * (l.input_size + l.hidden_size)
+                for l in layers)
+    return total + decoder_in * decoder_out
