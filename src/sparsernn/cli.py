@@ -289,6 +289,8 @@ def lyapunov(
     warmup: Annotated[int, typer.Option(help="steps run before exponents are counted")] = 0,
     k: Annotated[Optional[int], typer.Option("--k", help="number of exponents [default: all]")] = None,
     state: Annotated[str, typer.Option(help="hc: (h, c) per LSTM layer; h: h only, c held fixed in the step")] = "hc",
+    basis: Annotated[str, typer.Option(help="layers: one basis per layer (exact union, faster); "
+                                            "stack: one basis for the whole state (the public code's estimate)")] = "layers",
     qr_every: Annotated[int, typer.Option(help="re-orthonormalise every s steps")] = 1,
     float32: Annotated[bool, typer.Option("--float32/--float64", help="arithmetic precision")] = False,
     log_base: Annotated[str, typer.Option(help="e or 2")] = "e",
@@ -305,21 +307,22 @@ def lyapunov(
     from sparsernn.dynamics import lyapunov_spectrum, validation_sequences
     from sparsernn.train import resolve_device
 
-    if state not in ("hc", "h") or log_base not in ("e", "2"):
-        raise SparsernnError("--state must be hc or h, --log-base e or 2")
+    if state not in ("hc", "h") or basis not in ("layers", "stack") or log_base not in ("e", "2"):
+        raise SparsernnError("--state must be hc or h, --basis layers or stack, --log-base e or 2")
     dev = resolve_device(device)
     spectra, corpora = {}, {}
     for ckpt in ckpts:
         path, model, _, corpus = _model_and_corpus(ckpt, data_dir, dev, corpora)
         try:
             sequences = validation_sequences(corpus.valid, samples, steps)
-            spectrum = lyapunov_spectrum(model, sequences, k=k, state=state, warmup=warmup, qr_every=qr_every,
+            spectrum = lyapunov_spectrum(model, sequences, k=k, state=state, basis=basis, warmup=warmup,
+                                         qr_every=qr_every,
                                          dtype=torch.float32 if float32 else torch.float64,
                                          log_base=math.e if log_base == "e" else 2.0)
         except ValueError as exc:
             raise SparsernnError(f"{path}: {exc}") from None
         spectra[str(ckpt)] = spectrum
-    table = Table(title=f"Lyapunov spectra: K={samples}, T={steps}, warm-up {warmup}, state {state}")
+    table = Table(title=f"Lyapunov spectra: K={samples}, T={steps}, warm-up {warmup}, state {state}, basis {basis}")
     for column in ("model", "exponents", "max", "mean", "variance", "positive"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for label, spectrum in spectra.items():

@@ -1,9 +1,19 @@
 """Lyapunov spectrum of a recurrent model driven by real input sequences.
 
 After Vogt et al. (2022), as used by the hyperpruning paper: from zero state and an orthonormal basis
-``Q0 = I[:, :k]``, each step advances the state, forms ``J_t Q_{t-1}`` in closed form
-(``jacobians.py``), re-orthonormalises by QR and accumulates ``log|diag R_t|``; the exponents are
+``Q0 = I`` (or its first k columns), each step advances the state, forms ``J_t Q_{t-1}`` in closed
+form (``jacobians.py``), re-orthonormalises by QR and accumulates ``log|diag R_t|``; the exponents are
 the mean over the counted steps and the K samples. All K samples run batched.
+
+A stack's Jacobian is block lower triangular (layer l reads layer l-1's new h; nothing reads upward),
+so the span of the top layer's coordinates is invariant, then that of the top two layers, and so on.
+With ``Q0 = I`` taken in that order (top layer's coordinates first), ``Q_t`` stays block diagonal and
+``diag R_t`` is exactly the concatenation of each layer's own QR run on its diagonal block: the full
+spectrum of the stack is the union of its layers' spectra (the block form of the fact the QR method
+itself rests on, that a triangular cocycle's exponents are those of its diagonal). The engine
+therefore runs one basis per layer, pushed through that layer's diagonal block only — an ``n_l x n_l``
+QR per layer instead of an ``n x n`` one, and no off-diagonal products — and returns the leading
+``k`` of the union. Tests check it against a QR run on the materialised stack Jacobian.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sparsernn.dynamics.jacobians import initial_states, stack_params, stack_step_jq, state_sizes
+from sparsernn.dynamics.jacobians import initial_states, stack_params, stack_step, stack_times, state_sizes
 
 
 @dataclass(frozen=True)
@@ -52,8 +62,11 @@ class Spectrum:
 def _orthonormalize(matrix: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor]:
     """QR of a batch ``(K, n, k)``; returns ``(Q, |diag R|)``."""
     if method == "householder":
-        q, r = torch.linalg.qr(matrix)
-        return q, r.diagonal(dim1=-2, dim2=-1).abs()
+        # linalg.qr, unrolled: geqrf keeps R in the upper triangle of its result (no triu copy of R)
+        # and Q is formed in place over the reflectors (LAPACK's orgqr is in place; no copy)
+        reflectors, tau = torch.geqrf(matrix)
+        growth = reflectors.diagonal(dim1=-2, dim2=-1).abs()
+        return torch.linalg.householder_product(reflectors, tau, out=reflectors), growth
     if method == "cholesky":
         # CholeskyQR2: two rounds of Q = A R^-1 with R = chol(A^T A); GEMM-bound, accurate when A is
         # well conditioned (one step of a Jacobian applied to an orthonormal basis usually is).
@@ -79,6 +92,7 @@ def lyapunov_spectrum(
     dtype: torch.dtype = torch.float64,
     log_base: float = math.e,
     orthonormalization: str = "householder",
+    basis: str = "layers",
 ) -> Spectrum:
     """The first ``k`` Lyapunov exponents (default: all) of ``model``'s recurrent stack.
 
@@ -88,6 +102,8 @@ def lyapunov_spectrum(
     """
     if state not in ("hc", "h"):
         raise ValueError(f"state must be 'hc' or 'h', got {state!r}")
+    if basis not in ("layers", "stack"):
+        raise ValueError(f"basis must be 'layers' or 'stack', got {basis!r}")
     if qr_every < 1:
         raise ValueError("qr_every must be >= 1")
     layers = stack_params(model, dtype)
@@ -99,27 +115,40 @@ def lyapunov_spectrum(
     K, T = inputs.shape[:2]
     if warmup >= T:
         raise ValueError(f"warmup ({warmup}) must be shorter than the sequences ({T} steps)")
-    n = sum(state_sizes(layers, state))
+    sizes = state_sizes(layers, state)
+    n = sum(sizes)
     k = n if k is None else k
     if not 1 <= k <= n:
         raise ValueError(f"k must be in 1..{n}, got {k}")
     states = initial_states(layers, K, inputs)
-    basis = torch.eye(n, k, dtype=dtype, device=device).expand(K, n, k).contiguous()
-    total = torch.zeros(K, k, dtype=dtype, device=device)
+    if basis == "layers":
+        widths = [min(k, size) for size in sizes]  # the leading k of the union: among each layer's leading k
+        shapes = list(zip(sizes, widths))
+    else:
+        shapes = [(n, k)]
+    bases = [torch.eye(rows, cols, dtype=dtype, device=device).expand(K, rows, cols).contiguous()
+             for rows, cols in shapes]
+    total = torch.zeros(K, sum(cols for _, cols in shapes), dtype=dtype, device=device)
     counted = 0
     pending = 0  # steps since the last QR
     for t in range(T):
-        states, basis = stack_step_jq(layers, states, inputs[:, t], basis, state)
+        states, jacobians = stack_step(layers, states, inputs[:, t], state)
+        if basis == "layers":
+            bases = [jacobian.times(q) for jacobian, q in zip(jacobians, bases)]
+        else:
+            bases = [stack_times(jacobians, bases[0])]
         pending += 1
         if pending == qr_every or t == T - 1 or t == warmup - 1:
-            basis, growth = _orthonormalize(basis, orthonormalization)
+            orthonormal = [_orthonormalize(q, orthonormalization) for q in bases]
+            bases = [q for q, _ in orthonormal]
             if t >= warmup:
-                total += growth.log()
+                total += torch.cat([growth for _, growth in orthonormal], 1).log()
                 counted += pending
             pending = 0
-    per_sample = total / counted / math.log(log_base)
-    exponents = per_sample.mean(0).sort(descending=True).values
-    return Spectrum(exponents.cpu(), per_sample.cpu(), state, log_base, counted, K)
+    per_column = total / counted / math.log(log_base)
+    exponents, order = per_column.mean(0).sort(descending=True)
+    per_sample = per_column[:, order[:k]]
+    return Spectrum(exponents[:k].cpu(), per_sample.cpu(), state, log_base, counted, K)
 
 
 def validation_sequences(tokens: torch.Tensor, samples: int, steps: int) -> torch.Tensor:
