@@ -10,7 +10,8 @@ from torch import nn
 
 from sparsernn.config import ModelConfig
 from sparsernn.dynamics import lyapunov_spectrum
-from sparsernn.dynamics.jacobians import initial_states, stack_jacobian, stack_params, stack_step, state_sizes
+from sparsernn.dynamics.jacobians import (initial_states, stack_jacobian, stack_params, stack_step, stack_times,
+                                          state_sizes)
 from sparsernn.models import RNNLanguageModel
 
 
@@ -165,18 +166,23 @@ def test_jacobian_of_a_compacted_model_equals_autograd():
 
 @pytest.mark.parametrize("cell,sizes,masked,mode",
                          [(*case, mode) for case in CASES for mode in (("hc", "h") if case[0] == "lstm" else ("hc",))])
-def test_fast_product_equals_the_materialised_diagonal_block(cell, sizes, masked, mode):
-    """``times(Q)`` (gates folded, never the full block) equals ``state_matrix() @ Q`` per layer."""
+def test_fast_products_equal_the_materialised_jacobians(cell, sizes, masked, mode):
+    """``times(Q)`` (gates folded, never the full block) equals ``state_matrix() @ Q`` per layer, and
+    ``stack_times`` (diagonal and input blocks, in place) equals the whole stack's Jacobian times Q."""
     model = make_model(cell, sizes, masked)
     layers = stack_params(model, torch.float64)
     torch.manual_seed(2)
     K = 3
     states = [(torch.randn(K, H, dtype=torch.float64) * 0.8, torch.randn(K, H, dtype=torch.float64) if cell == "lstm"
                else None) for H in sizes]
-    _, jacobians = stack_step(layers, states, torch.randn(K, 7, dtype=torch.float64), mode)
+    x = torch.randn(K, 7, dtype=torch.float64)
+    _, jacobians = stack_step(layers, states, x, mode)
     for jacobian, size in zip(jacobians, state_sizes(layers, mode)):
         basis = torch.randn(K, size, 4, dtype=torch.float64)
         torch.testing.assert_close(jacobian.times(basis), jacobian.state_matrix() @ basis, rtol=0, atol=1e-12)
+    _, whole = stack_jacobian(layers, states, x, mode)
+    basis = torch.randn(K, whole.shape[1], 5, dtype=torch.float64)
+    torch.testing.assert_close(stack_times(jacobians, basis), whole @ basis, rtol=0, atol=1e-12)
 
 
 def qr_method_on_materialised_blocks(model, inputs: torch.Tensor, mode: str, blocks: list[torch.Tensor]) -> torch.Tensor:

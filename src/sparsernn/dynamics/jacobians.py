@@ -18,6 +18,7 @@ Everything here is pure: tensors in, tensors out. Shapes: ``K`` samples, ``H`` h
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -116,7 +117,7 @@ def _bmm_into(out: torch.Tensor, products: list[tuple[torch.Tensor, torch.Tensor
     return out
 
 
-class _CellJacobian:
+class _CellJacobian(ABC):
     """The Jacobian of one layer's step, held as gate-derivative vectors and the shared weights.
 
     ``apply(out, state_basis, input_basis)`` writes ``J_state @ state_basis + J_input @ input_basis``
@@ -127,17 +128,21 @@ class _CellJacobian:
     p: CellParams
     state_size: int
 
+    @abstractmethod
     def apply(self, out: torch.Tensor, state_basis: torch.Tensor | None = None,
-              input_basis: torch.Tensor | None = None) -> torch.Tensor:
-        raise NotImplementedError
+              input_basis: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    @abstractmethod
+    def state_matrix(self) -> torch.Tensor:
+        """The diagonal block, materialised: ``(K, S, S)``."""
+
+    @abstractmethod
+    def input_matrix(self) -> torch.Tensor:
+        """The input block, materialised: ``(K, S, I)``."""
 
     def times(self, basis: torch.Tensor) -> torch.Tensor:
         """The diagonal block (new state w.r.t. old state) times ``basis (K, S, k)``."""
         return self.apply(new_basis(basis, self.state_size), state_basis=basis)
-
-    def input_times(self, d: torch.Tensor) -> torch.Tensor:
-        """The input block (new state w.r.t. the layer's input) times ``d (K, I, k)``."""
-        return self.apply(new_basis(d, self.state_size), input_basis=d)
 
 
 class LSTMJacobian(_CellJacobian):
