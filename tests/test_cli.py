@@ -142,5 +142,12 @@ def test_sparse_training_iss_compaction_and_lyapunov_from_the_command_line(synth
                       "--steps", "20", "--k", "8", "--out", str(tmp_path / "ls.json"), "--plot", str(tmp_path / "ls.png"))
     assert spectra.returncode == 0, spectra.stderr
     saved = json.loads((tmp_path / "ls.json").read_text())
-    assert len(saved) == 2 and all(len(s["exponents"]) == 8 for s in saved.values())
+    assert len(saved) == 2 and all(len(s["exponents"]) == 8 and s["basis"] == "layers" for s in saved.values())
     assert (tmp_path / "ls.png").stat().st_size > 1000
+    stack = run_cli("lyapunov", str(tmp_path / "rigl"), "--samples", "3", "--steps", "20", "--basis", "stack",
+                    "--state", "h", "--out", str(tmp_path / "stack.json"))
+    assert stack.returncode == 0, stack.stderr
+    (saved,) = json.loads((tmp_path / "stack.json").read_text()).values()
+    assert saved["basis"] == "stack" and saved["state"] == "h" and len(saved["exponents"]) == 48 + 48
+    bad = run_cli("lyapunov", str(tmp_path / "rigl"), "--basis", "diagonal")
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -337,7 +337,8 @@ def lyapunov(
     if plot is not None:
         from sparsernn.plots import plot_spectra
 
-        out.print(f"plot: {plot_spectra(spectra, plot)}")
+        title = f"Lyapunov spectra: K={samples}, T={steps}, state {state}, basis {basis}"
+        out.print(f"plot: {plot_spectra(spectra, plot, title=title)}")
 
 
 def _multiply_adds(model) -> int:
