@@ -322,19 +322,19 @@ def stack_jacobian(layers: list[CellParams], states: State, x: torch.Tensor,
 
     Block lower triangular: layer ``l``'s rows are its diagonal block plus its input block times the
     rows of layer ``l-1``'s new ``h`` (the chain rule through the same step). For inspection and
-    tests; the spectrum engine needs only the diagonal blocks (``LayerJacobian.times``).
+    tests; the spectrum engine multiplies through the blocks instead (``times``, ``stack_times``).
     """
     new_states, jacobians = stack_step(layers, states, x, mode)
-    sizes = state_sizes(layers, mode)
-    K, n = x.shape[0], sum(sizes)
-    matrix = x.new_zeros(K, n, n)
+    n = sum(jacobian.state_size for jacobian in jacobians)
+    matrix = x.new_zeros(x.shape[0], n, n)
     offset, below = 0, None  # below: the rows of the previous layer's new h, (K, H_{l-1}, n)
-    for p, jacobian, size in zip(layers, jacobians, sizes):
+    for jacobian in jacobians:
+        size = jacobian.state_size
         rows = matrix[:, offset:offset + size]
         rows[:, :, offset:offset + size] = jacobian.state_matrix()
         if below is not None:
             rows += torch.bmm(jacobian.input_matrix(), below)
-        below = rows[:, :p.hidden_size]  # h' comes first in every layer's block
+        below = rows[:, :jacobian.p.hidden_size]  # h' comes first in every layer's block
         offset += size
     return new_states, matrix
 
