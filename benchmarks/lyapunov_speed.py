@@ -15,8 +15,10 @@ an autograd Jacobian per step and a full Householder QR every step, computing th
 - ``layers-jacrev``: one basis per layer, each layer's own Jacobian by jacrev and its own QR (the
   per-layer estimate, which the engine's default ``basis="layers"`` computes).
 
-The engine runs both bases, full spectrum (QR every step) and first k=64 (QR every ``--qr-every``
-steps), and is checked against the references of the same basis (agreement target 1e-4, float64);
+The references always compute the whole spectrum with a full QR every step (the issue's definition),
+so a k=64 speed-up includes the work a k-column run saves by design. The engine runs both bases,
+full spectrum (QR every step) and first k=64 (QR every ``--qr-every`` steps), and is checked
+against the references of the same basis (agreement target 1e-4, float64);
 its distance to the other basis's references is reported as the gap between two finite-T estimates.
 Targets: full >= 3x, k=64 >= 50x, and the k=64 spectrum <= 2% of one ptb-small training epoch (the
 epoch time measured here from 50 training steps). Writes results/lyapunov_speed.json.
@@ -238,7 +240,7 @@ def main() -> None:
     trainer.advance_epoch()
     _, seconds = timed(trainer.train_epoch)
     epoch_s = seconds / trainer.steps_per_epoch * trainer.total_windows
-    share = rows[f"layers k={args.k}"]["engine_s"] / epoch_s
+    share = {basis: rows[f"{basis} k={args.k}"]["engine_s"] / epoch_s for basis in ("layers", "stack")}
     targets = {"full_speedup": 3.0, "k_speedup": 50.0, "agreement": 1e-4, "epoch_share": 0.02}
     verdicts = {}
     for basis in ("layers", "stack"):
@@ -255,7 +257,7 @@ def main() -> None:
         v["passed"] = {"full_speedup": v["full_speedup_vs_same_basis"] >= targets["full_speedup"],
                        "k_speedup": v["k_speedup_vs_same_basis"] >= targets["k_speedup"],
                        "agreement": v["max_abs_diff"] <= targets["agreement"],
-                       "epoch_share": share <= targets["epoch_share"]}
+                       "epoch_share": share[basis] <= targets["epoch_share"]}
     path = write_result("lyapunov_speed", {
         "command": "python benchmarks/lyapunov_speed.py " + " ".join(sys.argv[1:]),
         "samples": args.samples, "steps": args.steps, "reference_samples": ref_samples, "rows": rows,
@@ -264,7 +266,8 @@ def main() -> None:
         "targets": targets, "verdicts": verdicts,
         "model": args.ckpt or "ptb-small, random init (seed 0)",
     })
-    print(f"ptb-small epoch here: {epoch_s:.1f}s; k={args.k} spectrum (layers basis) = {share:.2%} of it")
+    print(f"ptb-small epoch here: {epoch_s:.1f}s; k={args.k} spectrum = "
+          + ", ".join(f"{share[b]:.2%} ({b} basis)" for b in share) + " of it")
     for basis, v in verdicts.items():
         print(f"{basis} basis, against same-basis references: full {v['full_speedup_vs_same_basis']:.1f}x, "
               f"k={args.k} {v['k_speedup_vs_same_basis']:.1f}x, max |diff| {v['max_abs_diff']:.1e}; "

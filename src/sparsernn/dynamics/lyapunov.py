@@ -18,7 +18,12 @@ Two bases, two finite-T estimates of one spectrum:
   cocycle's exponents are those of its diagonal). Running the layers separately is also the
   numerically stable way to compute that ordering, which a whole-stack QR loses to rounding as soon
   as a lower layer grows faster than the top one decays. Costs an ``n_l x k`` QR per layer and no
-  off-diagonal products; the leading ``k`` of the union are among each layer's leading ``k``.
+  off-diagonal products.
+
+With ``k`` below the state size, the run keeps the first ``k`` columns of Q0 (of each layer's Q0 for
+"layers", returning the top ``k`` of their union): in the limit these carry the ``k`` largest
+exponents; at finite T a column's estimate can rank below a later column's, so a k-column run
+equals the full run's first-k *columns*, which are usually but not always its top k.
 
 The two agree as T grows (exactly in the limit). At T=100 on ptb-small they differ by about 0.01 in
 the leading 64 exponents and up to 0.1 in the tail, less than either one's own distance to the
@@ -136,7 +141,7 @@ def lyapunov_spectrum(
         raise ValueError(f"k must be in 1..{n}, got {k}")
     states = initial_states(layers, K, inputs)
     if basis == "layers":
-        widths = [min(k, size) for size in sizes]  # the leading k of the union: among each layer's leading k
+        widths = [min(k, size) for size in sizes]  # k columns per layer; the top k of their union is returned
         shapes = list(zip(sizes, widths))
     else:
         shapes = [(n, k)]
