@@ -1,7 +1,7 @@
 """How many sequences does a Lyapunov spectrum need? Features from K=2 vs K=10 samples on two pruned
 models (after the hyperpruning paper's Table 4).
 
-    python benchmarks/lyapunov_samples.py MODEL_A MODEL_B [--steps 100] [--draws 5] [--k 200]
+    python benchmarks/lyapunov_samples.py MODEL_A MODEL_B [--steps 100] [--draws 5] [--k 200] [--basis layers]
 
 For each model: the spectrum from K=10 validation windows, and from K=2 windows drawn ``--draws``
 times at random offsets. The study asks whether the K=2 vs K=10 difference in each feature (max,
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--k", type=int, default=200, help="exponents computed (the leading ones)")
+    parser.add_argument("--basis", default="layers", choices=("layers", "stack"), help="the engine's basis")
     parser.add_argument("--tag", default="", help="suffix of the results file, to keep several studies")
     args = parser.parse_args()
 
@@ -49,9 +50,9 @@ def main() -> None:
     for path in args.models:
         model, config, _, _ = load_model(path / BEST if path.is_dir() else path)
         valid = load_corpus(config.data.dir).valid
-        k10 = lyapunov_spectrum(model, windows(valid, 10, args.steps, None), k=args.k).features
+        k10 = lyapunov_spectrum(model, windows(valid, 10, args.steps, None), k=args.k, basis=args.basis).features
         generator = torch.Generator().manual_seed(0)
-        k2 = [lyapunov_spectrum(model, windows(valid, 2, args.steps, generator), k=args.k).features
+        k2 = [lyapunov_spectrum(model, windows(valid, 2, args.steps, generator), k=args.k, basis=args.basis).features
               for _ in range(args.draws)]
         results[str(path)] = {
             "K10": k10,
@@ -69,7 +70,8 @@ def main() -> None:
                       "small": within < 0.25 * between}
     path = write_result("lyapunov_samples" + (f"-{args.tag}" if args.tag else ""), {
         "command": "python benchmarks/lyapunov_samples.py " + " ".join(sys.argv[1:]),
-        "steps": args.steps, "draws": args.draws, "k": args.k, "models": results, "verdict": verdict,
+        "steps": args.steps, "draws": args.draws, "k": args.k, "basis": args.basis, "models": results,
+        "verdict": verdict,
     })
     print(f"\n{'feature':9s} {'|A-B| (K=10)':>13s} {'max |K2-K10|':>13s} {'ratio':>7s}")
     for f, v in verdict.items():
