@@ -44,18 +44,31 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def read_result(name: str) -> dict[str, Any]:
+    """The stored result ``name`` (for a script's ``--report-only``: print it again without measuring)."""
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def rewrite_result(name: str, payload: dict[str, Any]) -> Path:
+    """Rewrite a stored result with figures derived from it; its date, machine and measurements stay
+    those of the run that measured them."""
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def train_run(config, corpus, directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train ``config`` in ``directory`` (resuming an interrupted run) or, when it already finished,
     read its results: ``(final results, per-epoch history)``."""
     from sparsernn.progress import default_reporter
-    from sparsernn.train import LAST, METRICS, Trainer
+    from sparsernn.runs import RunDir
+    from sparsernn.train import Trainer
 
-    directory = Path(directory)
-    if (directory / "results.json").is_file():
-        lines = [json.loads(line) for line in (directory / METRICS).read_text().splitlines()]
-        return json.loads((directory / "results.json").read_text()), [l for l in lines if "epoch" in l]
+    run = RunDir(directory)
+    if run.results() is not None and "test_loss" in run.results():
+        return run.results(), [record for record in run.records() if "epoch" in record]
     print(f"== {directory} ==", flush=True)
-    trainer = Trainer(config, corpus, directory, reporter=default_reporter())
-    if (directory / LAST).is_file():
-        trainer.load_resume(directory / LAST)
-    return trainer.fit(), trainer.history
+    trainer = Trainer.open(directory, corpus, config, reporter=default_reporter())
+    return trainer.fit(test=True), trainer.history

@@ -1,6 +1,7 @@
 """Inference speed of ISS-compacted LSTMs vs the dense 2x1500 PTB model, and vs unstructured CSR sparsity.
 
     python benchmarks/iss_inference.py [--repeats 15] [--device auto]
+    python benchmarks/iss_inference.py --report-only    # print the stored result again, no timing
 
 As in the ISS paper (Wen et al. 2018, Table 1): batch 10, 30 unrolled steps, embedding + LSTMs +
 decoder, vocabulary 10k, embedding 1500. Models: dense (1500, 1500); compacted (373, 315) and
@@ -24,18 +25,33 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import read_result, rewrite_result, write_result  # noqa: E402
 
 from sparsernn.config import ModelConfig  # noqa: E402
 from sparsernn.models import RNNLanguageModel, count_parameters  # noqa: E402
+from sparsernn.models.cells.lstm import lstm_update  # noqa: E402
+from sparsernn.models.stack import multiply_adds  # noqa: E402
 
 VOCAB, EMBED, BATCH, STEPS = 10000, 1500, 10, 30
+PAPER = {"speedup": 10.59, "mult_add_reduction": 7.48}  # Wen et al. (2018), Table 1, ISS (373, 315) on CPU
 
 
-def multiply_adds(sizes: list[int]) -> int:
-    """Per token: 4H(I+H) per LSTM layer + decoder; the embedding is a lookup."""
-    inputs = [EMBED, *sizes[:-1]]
-    return sum(4 * h * (i + h) for i, h in zip(inputs, sizes)) + sizes[-1] * VOCAB
+def model_multiply_adds(model: RNNLanguageModel) -> int:
+    """Per token: the recurrent layers and the decoder (the embedding is a lookup)."""
+    return multiply_adds(model.recurrent_stack(), model.decoder.in_features, model.decoder.out_features)
+
+
+def report(result: dict) -> None:
+    """Print every figure of an iss_inference result."""
+    print(f"batch {result['batch']}, {result['steps']} steps, median of {result['repeats']} interleaved runs "
+          f"on {result['device']}")
+    print(f"{'model':38s} {'parameters':>11s} {'ms':>9s} {'speed-up':>9s} {'mult-add red.':>14s} {'ratio':>6s}")
+    for r in result["rows"]:
+        print(f"{r['model']:38s} {r['parameters'] / 1e6:10.1f}M {r['ms']:9.1f} {r['speedup']:8.2f}x "
+              f"{r['mult_add_reduction']:13.2f}x {r['speedup_over_reduction']:6.2f}")
+    paper = result["paper"]
+    print(f"paper (ISS (373, 315)): {paper['speedup']}x measured for {paper['mult_add_reduction']}x mult-add reduction")
+    print(f"{'PASS' if result['passed'] else 'FAIL'} (compacted speed-up >= 0.9x mult-add reduction)")
 
 
 class CsrLSTMLM(nn.Module):
@@ -64,10 +80,7 @@ class CsrLSTMLM(nn.Module):
             x = x_all[t].T  # (E, B): column-major batch so W @ x is a sparse-dense product
             for n, (w_ih, w_hh, bias) in enumerate(self.layers):
                 h, c = states[n]
-                gates = torch.sparse.mm(w_ih, x) + torch.sparse.mm(w_hh, h) + bias
-                i, f, g, o = gates.chunk(4, dim=0)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
+                h, c = lstm_update(torch.sparse.mm(w_ih, x) + torch.sparse.mm(w_hh, h) + bias, c, dim=0)
                 states[n] = (h, c)
                 x = h
             outputs.append(torch.sparse.mm(self.decoder_weight, x) + self.decoder_bias)
@@ -82,14 +95,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--report-only", action="store_true",
+                        help="print the stored results/iss_inference.json (adding the paper's figures), no timing")
     args = parser.parse_args()
+    if args.report_only:
+        result = read_result("iss_inference")
+        if "paper" not in result:  # results written before the script recorded it
+            result["paper"] = PAPER
+            rewrite_result("iss_inference", result)
+        report(result)
+        return
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     torch.manual_seed(0)
     configs = {"dense (1500, 1500)": [1500, 1500], "ISS (373, 315)": [373, 315], "ISS (381, 535)": [381, 535]}
     models = {name: lm(sizes).to(device).eval() for name, sizes in configs.items()}
-    dense_weights = multiply_adds([1500, 1500])
-    csr_density = (multiply_adds([373, 315])) / dense_weights  # same non-zero LSTM+decoder weights
+    dense_weights = model_multiply_adds(models["dense (1500, 1500)"])
+    csr_density = model_multiply_adds(models["ISS (373, 315)"]) / dense_weights  # same non-zero LSTM+decoder weights
     models["CSR, same non-zeros as (373, 315)"] = CsrLSTMLM(models["dense (1500, 1500)"].cpu(), csr_density)
     models["dense (1500, 1500)"].to(device)
     tokens = torch.randint(0, VOCAB, (STEPS, BATCH))
@@ -120,7 +142,7 @@ def main() -> None:
     rows = []
     for name, model in models.items():
         sizes = configs.get(name, [1500, 1500])
-        reduction = dense_weights / (multiply_adds(sizes) if name in configs else model.nonzero)
+        reduction = dense_weights / (model_multiply_adds(model) if name in configs else model.nonzero)
         median = statistics.median(times[name])
         rows.append({"model": name, "hidden": sizes, "ms": 1000 * median, "speedup": dense_s / median,
                      "mult_add_reduction": reduction, "speedup_over_reduction": dense_s / median / reduction,
@@ -130,13 +152,10 @@ def main() -> None:
     path = write_result("iss_inference", {
         "command": "python benchmarks/iss_inference.py " + " ".join(sys.argv[1:]), "device": str(device),
         "batch": BATCH, "steps": STEPS, "repeats": args.repeats, "rows": rows, "passed": passed,
-        "note": "CSR model runs on the CPU (step-by-step sparse products)",
+        "note": "CSR model runs on the CPU (step-by-step sparse products)", "paper": PAPER,
     })
-    print(f"{'model':38s} {'ms':>9s} {'speed-up':>9s} {'mult-add red.':>14s} {'ratio':>6s}")
-    for r in rows:
-        print(f"{r['model']:38s} {r['ms']:9.1f} {r['speedup']:8.2f}x {r['mult_add_reduction']:13.2f}x "
-              f"{r['speedup_over_reduction']:6.2f}")
-    print(f"{'PASS' if passed else 'FAIL'} (compacted speed-up >= 0.9x mult-add reduction); {path}")
+    report(read_result("iss_inference"))
+    print(path)
 
 
 if __name__ == "__main__":

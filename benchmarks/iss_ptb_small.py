@@ -21,17 +21,18 @@ from _common import train_run, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
+from sparsernn.models.stack import multiply_adds  # noqa: E402
 from sparsernn.sparsity.iss import compact, removable_units  # noqa: E402
-from sparsernn.train import BEST, load_model  # noqa: E402
+from sparsernn.runs import BEST, load_model  # noqa: E402
 
 
 def run(config, corpus, directory: Path) -> dict:
     return train_run(config, corpus, directory)[0]
 
 
-def multiply_adds(sizes: list[int], embed: int = 200, vocab: int = 10000) -> int:
-    inputs = [embed, *sizes[:-1]]
-    return sum(4 * h * (i + h) for i, h in zip(inputs, sizes)) + sizes[-1] * vocab
+def model_multiply_adds(model) -> int:
+    """Per token: the recurrent layers and the decoder (the embedding is a lookup)."""
+    return multiply_adds(model.recurrent_stack(), model.decoder.in_features, model.decoder.out_features)
 
 
 def main() -> None:
@@ -65,7 +66,7 @@ def main() -> None:
             "lambda": lam, "learned_sizes": sizes, "iss_val_ppl": iss["val_ppl"], "iss_test_ppl": iss["test_ppl"],
             "direct_val_ppl": direct["val_ppl"] if direct else None,
             "direct_test_ppl": direct["test_ppl"] if direct else None,
-            "mult_add_reduction": multiply_adds([200, 200]) / multiply_adds(sizes) if min(sizes) > 0 else None,
+            "mult_add_reduction": model_multiply_adds(model) / model_multiply_adds(compacted) if compacted else None,
             "iss_beats_direct": (iss["test_ppl"] < direct["test_ppl"]) if direct else None,
         })
     baseline = run(resolve_config("ptb-small", overrides=common), corpus, baseline_dir)

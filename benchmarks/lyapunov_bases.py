@@ -24,7 +24,7 @@ from _common import write_result  # noqa: E402
 
 from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
 from sparsernn.dynamics import lyapunov_spectrum, validation_sequences  # noqa: E402
-from sparsernn.train import load_model  # noqa: E402
+from sparsernn.runs import load_model  # noqa: E402
 
 
 def distances(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:

@@ -2,6 +2,7 @@
 models (after the hyperpruning paper's Table 4).
 
     python benchmarks/lyapunov_samples.py MODEL_A MODEL_B [--steps 100] [--draws 5] [--k 200] [--basis layers]
+    python benchmarks/lyapunov_samples.py --report-only [--tag TAG]   # print a stored result again
 
 For each model: the spectrum from K=10 validation windows, and from K=2 windows drawn ``--draws``
 times at random offsets. The study asks whether the K=2 vs K=10 difference in each feature (max,
@@ -19,11 +20,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import read_result, write_result  # noqa: E402
 
 from sparsernn.data import load_corpus  # noqa: E402
 from sparsernn.dynamics import lyapunov_spectrum  # noqa: E402
-from sparsernn.train import BEST, load_model  # noqa: E402
+from sparsernn.runs import BEST, load_model  # noqa: E402
 
 FEATURES = ("max", "mean", "variance")
 
@@ -36,15 +37,39 @@ def windows(tokens: torch.Tensor, count: int, steps: int, generator: torch.Gener
     return torch.stack([tokens[s:s + steps] for s in starts])
 
 
+def report(result: dict) -> None:
+    """Print every figure of a lyapunov_samples result: each model's features, then the verdict."""
+    print(f"{result['k']} leading exponents, basis {result['basis']}, T={result['steps']}, "
+          f"K=2 drawn {result['draws']} times")
+    print(f"{'model':24s} {'K':>13s} " + " ".join(f"{f:>17s}" for f in FEATURES))
+    for name, r in result["models"].items():
+        print(f"{name:24s} {'10':>13s} " + " ".join(f"{r['K10'][f]:17.4f}" for f in FEATURES))
+        print(f"{name:24s} {'2 (mean ± sd)':>13s} "
+              + " ".join(f"{r['K2_mean'][f]:8.4f} ± {r['K2_std'][f]:.4f}" for f in FEATURES))
+    print(f"\n{'feature':9s} {'|A-B| (K=10)':>13s} {'max |K2-K10|':>13s} {'ratio':>7s}")
+    for f, v in result["verdict"].items():
+        ratio = f"{v['ratio']:.2f}" if v["ratio"] is not None else "-"
+        print(f"{f:9s} {v['between_models']:13.4f} {v['max_K2_vs_K10']:13.4f} {ratio:>7s}  "
+              f"{'small' if v['small'] else 'NOT small'} (small: max |K2-K10| < 0.25 |A-B|)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs=2, type=Path)
+    parser.add_argument("models", nargs="*", type=Path, help="two models (run directories or checkpoints)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--k", type=int, default=200, help="exponents computed (the leading ones)")
     parser.add_argument("--basis", default="layers", choices=("layers", "stack"), help="the engine's basis")
     parser.add_argument("--tag", default="", help="suffix of the results file, to keep several studies")
+    parser.add_argument("--report-only", action="store_true",
+                        help="print the stored results/lyapunov_samples[-TAG].json, no measuring")
     args = parser.parse_args()
+    name = "lyapunov_samples" + (f"-{args.tag}" if args.tag else "")
+    if args.report_only:
+        report(read_result(name))
+        return
+    if len(args.models) != 2:
+        parser.error("give two models")
 
     results = {}
     for path in args.models:
@@ -68,16 +93,13 @@ def main() -> None:
         within = max(max(abs(d[f] - r["K10"][f]) for d in r["K2_draws"]) for r in (a, b))
         verdict[f] = {"between_models": between, "max_K2_vs_K10": within, "ratio": within / between if between else None,
                       "small": within < 0.25 * between}
-    path = write_result("lyapunov_samples" + (f"-{args.tag}" if args.tag else ""), {
+    path = write_result(name, {
         "command": "python benchmarks/lyapunov_samples.py " + " ".join(sys.argv[1:]),
         "steps": args.steps, "draws": args.draws, "k": args.k, "basis": args.basis, "models": results,
         "verdict": verdict,
     })
-    print(f"\n{'feature':9s} {'|A-B| (K=10)':>13s} {'max |K2-K10|':>13s} {'ratio':>7s}")
-    for f, v in verdict.items():
-        ratio = f"{v['ratio']:.2f}" if v["ratio"] is not None else "-"
-        print(f"{f:9s} {v['between_models']:13.4f} {v['max_K2_vs_K10']:13.4f} {ratio:>7s}  "
-              f"{'small' if v['small'] else 'NOT small'}")
+    print()
+    report(read_result(name))
     print(path)
 
 

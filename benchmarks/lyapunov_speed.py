@@ -21,7 +21,8 @@ full spectrum (QR every step) and first k=64 (QR every ``--qr-every`` steps), an
 against the references of the same basis (agreement target 1e-4, float64);
 its distance to the other basis's references is reported as the gap between two finite-T estimates.
 Targets: full >= 3x, k=64 >= 50x, and the k=64 spectrum <= 2% of one ptb-small training epoch (the
-epoch time measured here from 50 training steps). Writes results/lyapunov_speed.json.
+epoch time measured here from 50 training steps). Writes results/lyapunov_speed.json;
+``--report-only`` prints the stored result again (adding the figures derived from it), measuring nothing.
 """
 
 from __future__ import annotations
@@ -35,12 +36,15 @@ import torch
 from torch.func import jacrev
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import read_result, rewrite_result, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
 from sparsernn.dynamics import lyapunov_spectrum, validation_sequences  # noqa: E402
-from sparsernn.train import Trainer, build_model, load_model  # noqa: E402
+from sparsernn.models import RNNLanguageModel  # noqa: E402
+from sparsernn.models.cells.lstm import lstm_update  # noqa: E402
+from sparsernn.runs import load_model  # noqa: E402
+from sparsernn.train import Trainer  # noqa: E402
 
 
 def _lstm_step_functional(params, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -50,9 +54,7 @@ def _lstm_step_functional(params, flat: torch.Tensor, x: torch.Tensor) -> torch.
         H = w_hh.shape[1]
         h, c = flat[offset:offset + H], flat[offset + H:offset + 2 * H]
         offset += 2 * H
-        i, f, g, o = (w_ih @ x + w_hh @ h + bias).chunk(4)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        h, c = lstm_update(w_ih @ x + w_hh @ h + bias, c)
         out += [h, c]
         x = h
     return torch.cat(out)
@@ -154,6 +156,49 @@ def timed(fn):
     return value, time.perf_counter() - start
 
 
+def derive(result: dict) -> dict:
+    """Figures derived from the measured ones, added to each reference: its time relative to the
+    per-layer reference, and 1 / its share of time in QR (the most an engine that does the same QRs
+    at the same cost could gain on it)."""
+    layers_s = result["references"]["layers-jacrev"]["seconds"]
+    for ref in result["references"].values():
+        ref["time_vs_layers_jacrev"] = ref["seconds"] / layers_s
+        ref["qr_bound_speedup"] = 1.0 / ref["qr_share"]
+    return result
+
+
+def report(result: dict) -> None:
+    """Print every figure of a lyapunov_speed result."""
+    samples = result["samples"]
+    print(f"K={samples} samples of T={result['steps']} steps; model {result['model']}")
+    for name, ref in result["references"].items():
+        print(f"reference {name:15s}: {ref['seconds']:6.1f}s for K={samples}"
+              + (f" (scaled from {ref['samples']} samples)" if ref["samples"] != samples else "")
+              + f", {ref['ms_per_step_sample']:.1f} ms per step per sample, {ref['qr_share']:.0%} of it in QR"
+              + f" (bound on a same-QR engine {ref['qr_bound_speedup']:.2f}x), {ref['time_vs_layers_jacrev']:.2f}x"
+              + " the time of layers-jacrev")
+    floor = result["reference_floor"]
+    print(f"stack-jacrev vs stack-autograd on {floor['samples']} samples: max |diff| {floor['max_abs_diff']:.1e} "
+          f"({floor['exponents_over_1e-4']} exponents over 1e-4)")
+    for label, row in result["rows"].items():
+        same = row["max_abs_diff"]
+        print(f"{label:24s}: k={row['k']}, QR every {row['qr_every']}, engine {row['engine_s']:6.2f}s "
+              f"({row['ms_per_step_sample']:.2f} ms/step/sample)  "
+              + "  ".join(f"{n} {x:5.1f}x" for n, x in row["speedup"].items())
+              + "  |diff| " + ", ".join(f"{n} {d:.1e} ({row['exponents_over_1e-4'][n]} over 1e-4)"
+                                        for n, d in same.items())
+              + "  gap to the other basis " + ", ".join(f"{n} {d:.1e}" for n, d in row["estimate_gap"].items())
+              + f"  lowest exponent {row['min_exponent']:.2f}")
+    share = result["k_share_of_epoch"]
+    print(f"ptb-small epoch here: {result['ptb_small_epoch_s']:.1f}s; k-column spectrum = "
+          + ", ".join(f"{share[b]:.2%} ({b} basis)" for b in share) + " of it")
+    for basis, v in result["verdicts"].items():
+        print(f"{basis} basis: full {v['full_speedup_vs_stack_jacrev']:.1f}x, k {v['k_speedup_vs_stack_jacrev']:.1f}x "
+              f"vs stack-jacrev; against same-basis references: full {v['full_speedup_vs_same_basis']:.1f}x, "
+              f"k {v['k_speedup_vs_same_basis']:.1f}x, max |diff| {v['max_abs_diff']:.1e}; "
+              + ", ".join(f"{t} {'PASS' if ok else 'FAIL'}" for t, ok in v["passed"].items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=None)
@@ -165,7 +210,15 @@ def main() -> None:
     parser.add_argument("--qr-every", type=int, default=4, help="engine, k-column run: QR every s steps")
     parser.add_argument("--autograd-samples", type=int, default=2,
                         help="samples for the slow autograd.functional reference (time scaled to K)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="print the stored results/lyapunov_speed.json (adding derived figures), no measuring")
     args = parser.parse_args()
+    if args.report_only:
+        result = read_result("lyapunov_speed")
+        if any("qr_bound_speedup" not in r for r in result["references"].values()):
+            rewrite_result("lyapunov_speed", derive(result))  # results written before the script derived them
+        report(result)
+        return
 
     corpus_dir, note = resolve_lm_dir(args.data_dir)
     if note:
@@ -176,7 +229,8 @@ def main() -> None:
     if args.ckpt:
         model, *_ = load_model(args.ckpt)
     else:
-        model = build_model(config, len(corpus.vocab), seed=0).eval()
+        torch.manual_seed(0)
+        model = RNNLanguageModel(config.model, len(corpus.vocab)).eval()
     model = model.double().eval()
     tokens = validation_sequences(corpus.valid, args.samples, args.steps)
     ref_samples = args.reference_samples or args.samples
@@ -239,7 +293,7 @@ def main() -> None:
     trainer.train_epoch()
     trainer.advance_epoch()
     _, seconds = timed(trainer.train_epoch)
-    epoch_s = seconds / trainer.steps_per_epoch * trainer.total_windows
+    epoch_s = seconds / trainer.steps_per_epoch * trainer.task.total_windows
     share = {basis: rows[f"{basis} k={args.k}"]["engine_s"] / epoch_s for basis in ("layers", "stack")}
     targets = {"full_speedup": 3.0, "k_speedup": 50.0, "agreement": 1e-4, "epoch_share": 0.02}
     verdicts = {}
@@ -258,20 +312,16 @@ def main() -> None:
                        "k_speedup": v["k_speedup_vs_same_basis"] >= targets["k_speedup"],
                        "agreement": v["max_abs_diff"] <= targets["agreement"],
                        "epoch_share": share[basis] <= targets["epoch_share"]}
-    path = write_result("lyapunov_speed", {
+    path = write_result("lyapunov_speed", derive({
         "command": "python benchmarks/lyapunov_speed.py " + " ".join(sys.argv[1:]),
         "samples": args.samples, "steps": args.steps, "reference_samples": ref_samples, "rows": rows,
         "references": {n: {k: v for k, v in r.items() if k != "exponents"} for n, r in references.items()},
         "reference_floor": reference_floor, "ptb_small_epoch_s": epoch_s, "k_share_of_epoch": share,
         "targets": targets, "verdicts": verdicts,
         "model": args.ckpt or "ptb-small, random init (seed 0)",
-    })
-    print(f"ptb-small epoch here: {epoch_s:.1f}s; k={args.k} spectrum = "
-          + ", ".join(f"{share[b]:.2%} ({b} basis)" for b in share) + " of it")
-    for basis, v in verdicts.items():
-        print(f"{basis} basis, against same-basis references: full {v['full_speedup_vs_same_basis']:.1f}x, "
-              f"k={args.k} {v['k_speedup_vs_same_basis']:.1f}x, max |diff| {v['max_abs_diff']:.1e}; "
-              + ", ".join(f"{t} {'PASS' if ok else 'FAIL'}" for t, ok in v["passed"].items()))
+    }))
+    print()
+    report(read_result("lyapunov_speed"))
     print(path)
 
 

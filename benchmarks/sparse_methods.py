@@ -1,6 +1,7 @@
 """Validation/test perplexity of every sparse-training method at density 0.33 on ptb-small, next to dense.
 
     python benchmarks/sparse_methods.py [--data-dir DIR] [--epochs 3] [--epoch-tokens 250000] [--out runs/methods]
+    python benchmarks/sparse_methods.py --report-only    # print the stored result again, no training
 
 The schedule is shortened alike for all methods (CPU budget): ``--epochs`` epochs of
 ``--epoch-tokens`` training tokens each (successive slices of PTB train), lr 20 halved each epoch after
@@ -16,12 +17,27 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import train_run, write_result  # noqa: E402
+from _common import read_result, train_run, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
 
 METHODS = ["dense", "static", "set", "rigl", "snfs", "dsr", "selfish", "gmp"]
+
+
+MODES = ("init", "death", "growth", "redistribution", "update_every")
+
+
+def report(result: dict) -> None:
+    """Print every figure of a sparse_methods result: each method's modes, non-zeros and perplexities."""
+    schedule = result["schedule"]
+    print(f"schedule: {schedule['epochs']} epochs of {schedule['epoch_tokens']} tokens, lr {schedule['lr']}")
+    print(f"{'method':8s} " + " ".join(f"{m:>16s}" for m in MODES)
+          + f" {'density':>8s} {'non-zero':>10s} {'valid ppl':>10s} {'test ppl':>9s}")
+    for row in result["methods"]:
+        modes = row["config"]["sparsity"]
+        print(f"{row['method']:8s} " + " ".join(f"{str(modes[m]) if modes[m] is not None else '-':>16s}" for m in MODES)
+              + f" {row['density']:8.3f} {row['nonzero_prunable']:10,d} {row['val_ppl']:10.2f} {row['test_ppl']:9.2f}")
 
 
 def main() -> None:
@@ -32,7 +48,12 @@ def main() -> None:
     parser.add_argument("--density", type=float, default=0.33)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--out", default="runs/methods")
+    parser.add_argument("--report-only", action="store_true",
+                        help="print the stored results/sparse_methods.json, no training")
     args = parser.parse_args()
+    if args.report_only:
+        report(read_result("sparse_methods"))
+        return
 
     corpus_dir, note = resolve_lm_dir(args.data_dir)
     if note:
@@ -58,9 +79,8 @@ def main() -> None:
         "schedule": {"epochs": args.epochs, "epoch_tokens": args.epoch_tokens, "lr": "20, halved after epoch 2"},
         "methods": rows,
     })
-    print(f"\n{'method':8s} {'density':>8s} {'valid ppl':>10s} {'test ppl':>9s}")
-    for row in rows:
-        print(f"{row['method']:8s} {row['density']:8.3f} {row['val_ppl']:10.2f} {row['test_ppl']:9.2f}")
+    print()
+    report(read_result("sparse_methods"))
     print(path)
 
 

@@ -1,6 +1,7 @@
 """Cost of sparse training: step time and peak memory of ptb-small at density 0.33 vs dense.
 
     python benchmarks/sparse_overhead.py [--data-dir DIR] [--steps 300] [--rounds 3]
+    python benchmarks/sparse_overhead.py --report-only    # print the stored result again, no timing
 
 Time: dense, rigl, selfish and gmp each train ``--steps`` steps per "epoch" (a capped epoch whose
 end runs the epoch-end hook), interleaved round by round in one process (the order rotating each round); the figure is
@@ -28,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import read_result, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import Corpus, Vocabulary, load_corpus, resolve_lm_dir  # noqa: E402
@@ -37,6 +38,22 @@ from sparsernn.train import Trainer  # noqa: E402
 METHODS = ["dense", "rigl", "selfish", "gmp"]
 TARGET_OVERHEAD = 0.15
 TARGET_MEMORY = 1.25
+
+
+def report(result: dict) -> None:
+    """Print every figure of a sparse_overhead result."""
+    times = result["seconds_per_epoch"]
+    print(f"{result['steps_per_epoch']} steps per epoch, {result['rounds']} rounds; seconds per epoch by round:")
+    for m, seconds in times.items():
+        print(f"  {m:8s} " + "  ".join(f"{t:.2f}s" for t in seconds))
+    print(f"{'method':8s} {'s/epoch':>8s} {'overhead':>9s} {'peak MiB':>9s} {'x dense':>8s} {'updates':>8s} {'density':>8s}")
+    for m in times:
+        updates = result["mask_updates"][m]
+        print(f"{m:8s} {statistics.median(times[m]):8.2f} {result['overhead'][m]:+9.1%} "
+              f"{result['memory'][m]['peak_mib']:9.1f} {result['memory_ratio'][m]:8.2f} "
+              f"{'-' if updates is None else updates:>8} {result['final_density'][m]:8.2f}")
+    print(f"{'PASS' if result['passed'] else 'FAIL'} (overhead <= {result['target_overhead']:.0%}, "
+          f"memory <= {result['target_memory_ratio']}x)")
 
 
 def make_trainer(method: str, corpus: Corpus, steps: int, device: str) -> Trainer:
@@ -99,7 +116,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--memory-child", nargs=2, metavar=("METHOD", "CORPUS"), help=argparse.SUPPRESS)
+    parser.add_argument("--report-only", action="store_true",
+                        help="print the stored results/sparse_overhead.json, no measuring")
     args = parser.parse_args()
+    if args.report_only:
+        report(read_result("sparse_overhead"))
+        return
     if args.memory_child:
         memory_child(args.memory_child[0], args.memory_child[1], args.steps, args.device)
         return
@@ -144,11 +166,9 @@ def main() -> None:
         "memory": memory, "memory_ratio": memory_ratio,
         "target_overhead": TARGET_OVERHEAD, "target_memory_ratio": TARGET_MEMORY, "passed": passed,
     })
-    print(f"\n{'method':8s} {'s/epoch':>8s} {'overhead':>9s} {'peak MiB':>9s} {'x dense':>8s}")
-    for m in METHODS:
-        print(f"{m:8s} {statistics.median(times[m]):8.2f} {overhead[m]:+9.1%} {memory[m]['peak_mib']:9.1f} "
-              f"{memory_ratio[m]:8.2f}")
-    print(f"{'PASS' if passed else 'FAIL'} (overhead <= {TARGET_OVERHEAD:.0%}, memory <= {TARGET_MEMORY}x); {path}")
+    print()
+    report(read_result("sparse_overhead"))
+    print(path)
 
 
 if __name__ == "__main__":

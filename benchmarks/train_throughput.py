@@ -92,7 +92,7 @@ def main() -> None:
     # warm-up both (allocator, kernels), then interleave timed rounds
     trainer.train_epoch()
     trainer.advance_epoch()
-    state, _ = plain_loop(plain, plain_opt, trainer.train_data, bptt, clip, 0, args.steps, state)
+    state, _ = plain_loop(plain, plain_opt, trainer.task.train_data, bptt, clip, 0, args.steps, state)
     rows = []
     for round_ in range(args.rounds):
         sync(device)
@@ -102,7 +102,7 @@ def main() -> None:
         ours = time.perf_counter() - start
         trainer.advance_epoch()
         start = time.perf_counter()
-        state, _ = plain_loop(plain, plain_opt, trainer.train_data, bptt, clip,
+        state, _ = plain_loop(plain, plain_opt, trainer.task.train_data, bptt, clip,
                               (round_ + 1) * args.steps, args.steps, state)
         sync(device)
         theirs = time.perf_counter() - start

@@ -52,7 +52,7 @@ class InterruptAt:
 
     def message(self, text) -> None: ...
 
-    def update(self, step: int, loss: float, tokens_per_s: float) -> None:
+    def update(self, step: int, stats: dict) -> None:
         if step == self.step:
             raise KeyboardInterrupt
 

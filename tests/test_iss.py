@@ -10,7 +10,8 @@ from torch import nn
 from sparsernn.config import ModelConfig
 from sparsernn.models import RNNLanguageModel, SequenceTagger
 from sparsernn.sparsity.iss import EPSILON, GroupLasso, compact, component_masks, group_sq_norms, removable_units
-from sparsernn.train import Trainer, load_model, save_model
+from sparsernn.runs import load_model, save_model
+from sparsernn.train import Trainer
 
 from conftest import tiny_config
 

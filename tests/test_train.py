@@ -9,26 +9,29 @@ import torch
 from torch import nn
 
 from sparsernn.data import batchify, bptt_window
-from sparsernn.train import BEST, LAST, METRICS, Trainer, build_model, evaluate, load_model
+from sparsernn.models import RNNLanguageModel
+from sparsernn.runs import BEST, LAST, METRICS, load_model
+from sparsernn.tasks.lm import evaluate
+from sparsernn.train import Trainer
 
 from conftest import tiny_config, train_until_interrupted
 
 
 def test_uniform_logits_score_perplexity_equal_to_vocabulary_size(synthetic_corpus):
     config = tiny_config()
-    model = build_model(config, len(synthetic_corpus.vocab), seed=0)
+    torch.manual_seed(0)
+    model = RNNLanguageModel(config.model, len(synthetic_corpus.vocab))
     with torch.no_grad():
         model.decoder.weight.zero_()
         model.decoder.bias.zero_()
-    result = evaluate(model, batchify(synthetic_corpus.valid, 4), bptt=10)
-    assert result.perplexity == pytest.approx(len(synthetic_corpus.vocab), rel=1e-6)  # float32 log-softmax
-    assert result.tokens == (synthetic_corpus.valid.numel() // 4 - 1) * 4
+    loss = evaluate(model, batchify(synthetic_corpus.valid, 4), bptt=10)
+    assert math.exp(loss) == pytest.approx(len(synthetic_corpus.vocab), rel=1e-6)  # float32 log-softmax
 
 
 def test_loss_falls_on_a_small_synthetic_corpus(synthetic_corpus):
     trainer = Trainer(tiny_config(train={"epochs": 3}), synthetic_corpus)
-    before = trainer.evaluate_split("valid").perplexity
-    result = trainer.fit()
+    before = trainer.evaluate_split("valid")["ppl"]
+    result = trainer.fit(test=True)
     val = [r["val_ppl"] for r in trainer.history]
     train = [r["train_ppl"] for r in trainer.history]
     assert before > 0.8 * len(synthetic_corpus.vocab)
@@ -42,7 +45,7 @@ def test_mean_loss_with_scaled_lr_and_clip_equals_the_papers_summed_loss(synthet
     config = tiny_config(optim={"lr": paper_lr * bptt, "clip": paper_clip / bptt}, data={"bptt": bptt})
     trainer = Trainer(config, synthetic_corpus)
     reference = copy.deepcopy(trainer.model)
-    inputs, targets = bptt_window(trainer.train_data, 0, bptt)
+    inputs, targets = bptt_window(trainer.task.train_data, 0, bptt)
     # the paper's step: loss summed over time, averaged over the batch; SGD lr 1, clip 5-style
     logits, _ = reference(inputs, reference.init_state(inputs.size(1)))
     per_token = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
@@ -53,7 +56,7 @@ def test_mean_loss_with_scaled_lr_and_clip_equals_the_papers_summed_loss(synthet
     with torch.no_grad():
         for p in reference.parameters():
             p -= paper_lr * p.grad
-    trainer.train_step(inputs, targets)
+    trainer.train_step(1, 0)
     for ours, theirs in zip(trainer.model.parameters(), reference.parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
 
@@ -62,23 +65,24 @@ def test_capped_epochs_take_successive_slices_of_the_training_stream(synthetic_c
     config = tiny_config(data={"epoch_tokens": 3 * 8 * 10})
     trainer = Trainer(config, synthetic_corpus)
     assert trainer.steps_per_epoch == 3
-    total = trainer.total_windows
-    assert [trainer.window_index(1, s) for s in range(3)] == [0, 1, 2]
-    assert [trainer.window_index(2, s) for s in range(3)] == [3, 4, 5]
+    task = trainer.task
+    total = task.total_windows
+    assert [task.window_index(1, s) for s in range(3)] == [0, 1, 2]
+    assert [task.window_index(2, s) for s in range(3)] == [3, 4, 5]
     epoch = total // 3 + 1
-    assert [trainer.window_index(epoch, s) for s in range(3)] == [(3 * (epoch - 1) + s) % total for s in range(3)]
+    assert [task.window_index(epoch, s) for s in range(3)] == [(3 * (epoch - 1) + s) % total for s in range(3)]
 
 
 def test_checkpoint_round_trip_reproduces_identical_validation_loss(synthetic_corpus, tmp_path):
     config = tiny_config(train={"epochs": 1}, model={"hidden_sizes": [24, 24], "tie_weights": True})
     trainer = Trainer(config, synthetic_corpus, tmp_path)
-    trainer.fit()
-    expected = trainer.evaluate_split("valid").loss  # the best model is loaded by fit()
+    trainer.fit(test=True)
+    expected = trainer.evaluate_split("valid")["loss"]  # one epoch: the best model is the model
     model, loaded_config, vocab, meta = load_model(tmp_path / BEST)
     assert loaded_config == config and vocab == synthetic_corpus.vocab
     assert model.decoder.weight is model.embedding.weight  # tying survives the round trip
     again = evaluate(model, batchify(synthetic_corpus.valid, config.data.eval_batch_size), config.data.bptt)
-    assert again.loss == expected
+    assert again == expected
     lines = [json.loads(l) for l in (tmp_path / METRICS).read_text().splitlines()]
     assert [l.get("epoch") for l in lines[:-1]] == [1] and lines[-1]["event"] == "final"
     assert lines[-1]["val_loss"] == expected

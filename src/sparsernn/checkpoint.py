@@ -99,29 +99,53 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any
     atomic_write_text(path.with_suffix(".json"), json.dumps(full_meta, indent=1) + "\n")
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint written by ``save``: ``(tensors, metadata)``. Never unpickles anything."""
-    path = Path(path)
+def _read(path: Path, header_only: bool) -> bytes:
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory; pass a .safetensors checkpoint file")
     try:
-        raw = path.read_bytes()
+        if not header_only:
+            return path.read_bytes()
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            return head + handle.read(int.from_bytes(head, "little")) if len(head) == 8 else head
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror})") from None
+
+
+def _metadata(path: Path, raw: bytes) -> dict[str, Any]:
     try:
-        tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8 : 8 + header_len])
-    except (SafetensorError, ValueError, json.JSONDecodeError):
+    except (ValueError, json.JSONDecodeError):
         raise CheckpointError(f"{path}: not a safetensors file") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file")
     text = (header.get("__metadata__") or {}).get(_META_KEY)
     if text is None:
         raise CheckpointError(f"{path}: safetensors file without sparsernn metadata")
     meta = json.loads(text)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}, expected {FORMAT}")
+    return meta
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's metadata alone (reads the header, not the tensors)."""
+    path = Path(path)
+    return _metadata(path, _read(path, header_only=True))
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by ``save``: ``(tensors, metadata)``. Never unpickles anything."""
+    path = Path(path)
+    raw = _read(path, header_only=False)
+    try:
+        tensors = st_load(raw)
+    except (SafetensorError, ValueError):
+        raise CheckpointError(f"{path}: not a safetensors file") from None
+    meta = _metadata(path, raw)
     tensors = {k: v.to(device) for k, v in tensors.items()}
     for alias, target in meta.get("aliases", {}).items():
         tensors[alias] = tensors[target]

@@ -1,10 +1,16 @@
-"""The ``sparsernn`` command line. Every option of ``train`` maps to one config field (see
-``TRAIN_OPTION_FIELDS``); any other field can be set with ``--set FIELD=VALUE``."""
+"""The ``sparsernn`` command line: parse, call the package, print.
+
+``train``'s options that set one config field each are generated from ``TRAIN_OPTION_FIELDS`` and the
+config's own field descriptions (one generic path: the text is parsed like a YAML value, comma lists
+split, then the whole config is validated once); ``--set FIELD=VALUE`` reaches any field.
+"""
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -27,181 +33,161 @@ app.add_typer(data_app, name="data")
 out = Console()
 err = Console(stderr=True)
 
-# CLI option name -> config field it sets.
+# train option -> the config field it sets (help text and type come from the field itself)
 TRAIN_OPTION_FIELDS = {
-    "data_dir": "data.dir",
-    "batch_size": "data.batch_size",
-    "eval_batch_size": "data.eval_batch_size",
-    "bptt": "data.bptt",
-    "epoch_tokens": "data.epoch_tokens",
-    "cell": "model.cell",
-    "hidden": "model.hidden_sizes",
-    "embedding_size": "model.embedding_size",
-    "dropout": "model.dropout",
-    "tie_weights": "model.tie_weights",
-    "init_range": "model.init_range",
-    "optimizer": "optim.name",
-    "lr": "optim.lr",
-    "momentum": "optim.momentum",
-    "weight_decay": "optim.weight_decay",
-    "clip": "optim.clip",
-    "lr_decay": "optim.lr_decay",
-    "decay_start_epoch": "optim.decay_start_epoch",
-    "nonmono": "optim.nonmono",
-    "method": "sparsity.method",
-    "density": "sparsity.density",
-    "prunable": "sparsity.prunable",
-    "sparse_init": "sparsity.init",
-    "death": "sparsity.death",
-    "growth": "sparsity.growth",
-    "redistribution": "sparsity.redistribution",
-    "death_rate": "sparsity.death_rate",
-    "death_rate_min": "sparsity.death_rate_min",
-    "update_every": "sparsity.update_every",
-    "stop_epoch": "sparsity.stop_epoch",
-    "start_epoch": "sparsity.start_epoch",
-    "end_epoch": "sparsity.end_epoch",
-    "lasso_lambda": "sparsity.lasso_lambda",
-    "zero_threshold": "sparsity.zero_threshold",
-    "group_biases": "sparsity.group_biases",
-    "init_from": "train.init_from",
-    "epochs": "train.epochs",
-    "seed": "train.seed",
-    "device": "train.device",
-    "log_interval": "train.log_interval",
-    "checkpoint_every": "train.checkpoint_every",
+    "--data-dir": "data.dir",
+    "--batch-size": "data.batch_size",
+    "--eval-batch-size": "data.eval_batch_size",
+    "--bptt": "data.bptt",
+    "--epoch-tokens": "data.epoch_tokens",
+    "--cell": "model.cell",
+    "--hidden": "model.hidden_sizes",
+    "--embedding-size": "model.embedding_size",
+    "--dropout": "model.dropout",
+    "--tie-weights": "model.tie_weights",
+    "--init-range": "model.init_range",
+    "--optimizer": "optim.name",
+    "--lr": "optim.lr",
+    "--momentum": "optim.momentum",
+    "--weight-decay": "optim.weight_decay",
+    "--clip": "optim.clip",
+    "--lr-decay": "optim.lr_decay",
+    "--decay-start-epoch": "optim.decay_start_epoch",
+    "--nonmono": "optim.nonmono",
+    "--method": "sparsity.method",
+    "--density": "sparsity.density",
+    "--prunable": "sparsity.prunable",
+    "--sparse-init": "sparsity.init",
+    "--death": "sparsity.death",
+    "--growth": "sparsity.growth",
+    "--redistribution": "sparsity.redistribution",
+    "--death-rate": "sparsity.death_rate",
+    "--death-rate-min": "sparsity.death_rate_min",
+    "--update-every": "sparsity.update_every",
+    "--stop-epoch": "sparsity.stop_epoch",
+    "--start-epoch": "sparsity.start_epoch",
+    "--end-epoch": "sparsity.end_epoch",
+    "--lasso-lambda": "sparsity.lasso_lambda",
+    "--zero-threshold": "sparsity.zero_threshold",
+    "--group-biases": "sparsity.group_biases",
+    "--init-from": "train.init_from",
+    "--epochs": "train.epochs",
+    "--seed": "train.seed",
+    "--device": "train.device",
+    "--log-interval": "train.log_interval",
+    "--checkpoint-every": "train.checkpoint_every",
 }
 
 
-def _hidden_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers like 200,200, got {text!r}") from None
-    return sizes
+def _field(dotted: str):
+    from sparsernn.config import RunConfig
+
+    section, name = dotted.split(".")
+    return RunConfig.model_fields[section].annotation.model_fields[name]
 
 
-def _update_every(text: str) -> int | str:
-    return text if text == "epoch" else int(text) if text.isdigit() else text
+def _accepts(annotation: Any, kind: type) -> bool:
+    """Whether a field annotation (``int | list[int] | None`` ...) admits ``kind`` (list or str)."""
+    if annotation is kind or typing.get_origin(annotation) is kind:
+        return True
+    return any(_accepts(arg, kind) for arg in typing.get_args(annotation) if arg is not type(None))
 
 
-def _lambdas(text: str) -> float | list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise typer.BadParameter(f"expected a number or comma-separated numbers, got {text!r}") from None
-    return values[0] if len(values) == 1 else values
+def option_value(option: str, text: str) -> Any:
+    """The value an option's text gives its config field: comma lists split for list fields, plain
+    strings kept for string fields, anything else read as a YAML scalar (numbers, null, true)."""
+    import yaml
+
+    annotation = _field(TRAIN_OPTION_FIELDS[option]).annotation
+
+    def scalar(part: str) -> Any:
+        if annotation is str or annotation == Optional[str]:
+            return part
+        try:
+            return yaml.safe_load(part)
+        except yaml.YAMLError:
+            return part
+
+    if _accepts(annotation, list) and ("," in text or not _accepts(annotation, float)):
+        parts = [p.strip() for p in text.split(",")]
+        if not all(parts):
+            raise SparsernnError(f"{option}: expected a comma-separated list like 200,200, got {text!r}")
+        return [scalar(p) for p in parts]
+    return scalar(text)
 
 
-_CONVERT = {"hidden": _hidden_sizes, "prunable": lambda v: v.split(","), "update_every": _update_every,
-            "lasso_lambda": _lambdas}
+def _train_option(option: str, dotted: str) -> inspect.Parameter:
+    """A ``train`` parameter for one config field, with the field's description as its help."""
+    info = _field(dotted)
+    section = dotted.split(".")[0]
+    help_text = info.description or ""
+    if dotted == "sparsity.method":
+        from sparsernn.sparsity import METHODS
+
+        help_text = " | ".join(METHODS.names())
+    elif dotted == "model.cell":
+        from sparsernn.models.cells import CELLS
+
+        help_text = " | ".join(CELLS.names())
+    if info.annotation is bool:
+        kind, decl = Optional[bool], typer.Option(f"{option}/--no-{option[2:]}", help=help_text,
+                                                  rich_help_panel=f"Config: {section}")
+    else:
+        kind, decl = Optional[str], typer.Option(option, help=help_text, rich_help_panel=f"Config: {section}",
+                                                 metavar=dotted.split(".")[1].upper())
+    name = option[2:].replace("-", "_")
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind, decl])
 
 
-@app.command()
-def train(
-    preset: Annotated[Optional[str], typer.Option(help="preset in configs/ (default ptb-small when no --config)")] = None,
+def _train(
+    preset: Annotated[Optional[str], typer.Option(help="preset in configs/ (`sparsernn presets`; default ptb-small "
+                                                       "when no --config)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file, over the preset")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="run directory [default: runs/NAME-TIME]")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory")] = None,
-    data_dir: Annotated[Optional[str], typer.Option(help="corpus directory (train/valid/test files)")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="training streams")] = None,
-    eval_batch_size: Annotated[Optional[int], typer.Option(help="validation/test streams")] = None,
-    bptt: Annotated[Optional[int], typer.Option(help="unrolled steps per window")] = None,
-    epoch_tokens: Annotated[Optional[int], typer.Option(help="cap on training tokens per epoch")] = None,
-    cell: Annotated[Optional[str], typer.Option(help="lstm | gru | rnn_tanh | rnn_relu")] = None,
-    hidden: Annotated[Optional[str], typer.Option(help="per-layer hidden sizes, e.g. 373,315")] = None,
-    embedding_size: Annotated[Optional[int], typer.Option(help="embedding size [default: first hidden size]")] = None,
-    dropout: Annotated[Optional[float], typer.Option(help="dropout on non-recurrent connections")] = None,
-    tie_weights: Annotated[Optional[bool], typer.Option("--tie-weights/--no-tie-weights")] = None,
-    init_range: Annotated[Optional[float], typer.Option(help="uniform init range")] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="sgd | adam | asgd")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="learning rate (per-token mean loss)")] = None,
-    momentum: Annotated[Optional[float], typer.Option()] = None,
-    weight_decay: Annotated[Optional[float], typer.Option()] = None,
-    clip: Annotated[Optional[float], typer.Option(help="max gradient norm")] = None,
-    lr_decay: Annotated[Optional[float], typer.Option(help="lr factor per epoch after --decay-start-epoch")] = None,
-    decay_start_epoch: Annotated[Optional[int], typer.Option(help="last epoch at the initial lr")] = None,
-    nonmono: Annotated[Optional[int], typer.Option(help="nt_asgd: epochs without improvement before averaging")] = None,
-    method: Annotated[Optional[str], typer.Option(
-        help="dense | static | set | rigl | snfs | dsr | selfish | gmp", rich_help_panel="Sparsity")] = None,
-    density: Annotated[Optional[float], typer.Option(help="fraction of prunable weights kept",
-                                                     rich_help_panel="Sparsity")] = None,
     sparsity: Annotated[Optional[float], typer.Option(help="fraction pruned (= 1 - density)",
-                                                      rich_help_panel="Sparsity")] = None,
-    prunable: Annotated[Optional[str], typer.Option(help="comma list of embedding,recurrent,decoder",
-                                                    rich_help_panel="Sparsity")] = None,
-    sparse_init: Annotated[Optional[str], typer.Option(help="uniform | er", rich_help_panel="Sparsity")] = None,
-    death: Annotated[Optional[str], typer.Option(help="magnitude | set | threshold | global_magnitude",
-                                                 rich_help_panel="Sparsity")] = None,
-    growth: Annotated[Optional[str], typer.Option(help="random | gradient | momentum",
-                                                  rich_help_panel="Sparsity")] = None,
-    redistribution: Annotated[Optional[str], typer.Option(help="none | magnitude | nonzeros | momentum",
-                                                          rich_help_panel="Sparsity")] = None,
-    death_rate: Annotated[Optional[float], typer.Option(help="initial fraction pruned per update",
-                                                        rich_help_panel="Sparsity")] = None,
-    death_rate_min: Annotated[Optional[float], typer.Option(help="death rate reached by cosine annealing",
-                                                            rich_help_panel="Sparsity")] = None,
-    update_every: Annotated[Optional[str], typer.Option(help="steps between mask updates, or 'epoch'",
-                                                        rich_help_panel="Sparsity")] = None,
-    stop_epoch: Annotated[Optional[int], typer.Option(help="no mask updates after this epoch",
-                                                      rich_help_panel="Sparsity")] = None,
-    start_epoch: Annotated[Optional[int], typer.Option(help="gmp: first epoch that prunes",
-                                                       rich_help_panel="Sparsity")] = None,
-    end_epoch: Annotated[Optional[int], typer.Option(help="gmp: epoch that reaches the density",
-                                                     rich_help_panel="Sparsity")] = None,
-    lasso_lambda: Annotated[Optional[str], typer.Option(
-        help="iss/l1: lambda, or one per layer: 0.002,0.001", rich_help_panel="Sparsity")] = None,
-    zero_threshold: Annotated[Optional[float], typer.Option(help="iss/l1: zero weights below this",
-                                                            rich_help_panel="Sparsity")] = None,
-    group_biases: Annotated[Optional[bool], typer.Option("--group-biases/--no-group-biases",
-                                                         rich_help_panel="Sparsity")] = None,
-    init_from: Annotated[Optional[str], typer.Option(help="start from this checkpoint's weights")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="number of epochs")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
-    log_interval: Annotated[Optional[int], typer.Option(help="steps between progress updates")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(help="resume checkpoint every N steps")] = None,
+                                                      rich_help_panel="Config: sparsity")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="any config field: FIELD=VALUE")] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="print the resolved config and exit")] = False,
+    **fields: Any,
 ) -> None:
-    """Train a language model, dense or sparse, and keep its best checkpoint."""
+    """Train a model, dense or sparse, keep its best checkpoint and report validation and test."""
     import yaml
 
-    from sparsernn.config import parse_override, resolve_config, validate
+    from sparsernn.config import parse_override, resolve_config
     from sparsernn.data import load_corpus, resolve_lm_dir
+    from sparsernn.models import count_parameters
     from sparsernn.progress import default_reporter
-    from sparsernn.train import LAST, Trainer
+    from sparsernn.runs import RunDir, resume_config
+    from sparsernn.sparsity import resolve_method
+    from sparsernn.train import Trainer
 
-    given = locals()
     overrides: dict[str, Any] = dict(parse_override(item) for item in set_ or [])
-    for option, field in TRAIN_OPTION_FIELDS.items():
-        value = given[option]
+    for option, dotted in TRAIN_OPTION_FIELDS.items():
+        value = fields[option[2:].replace("-", "_")]
         if value is not None:
-            overrides[field] = _CONVERT.get(option, lambda v: v)(value)
+            overrides[dotted] = value if isinstance(value, bool) else option_value(option, value)
     if sparsity is not None:
-        if density is not None:
+        if "sparsity.density" in overrides:
             raise SparsernnError("give --density or --sparsity, not both")
+        if not 0.0 <= sparsity < 1.0:
+            raise SparsernnError(f"--sparsity: expected a fraction in [0, 1), got {sparsity}")
         overrides["sparsity.density"] = round(1.0 - sparsity, 12)
 
     if resume is not None:
-        if preset or config:
-            raise SparsernnError("--resume takes the run's own config; drop --preset/--config")
-        run_dir = resume
-        from sparsernn import checkpoint
-
-        _, meta = checkpoint.load(run_dir / LAST)
-        stored = meta["config"]
-        for dotted, value in overrides.items():
-            section, _, leaf = dotted.partition(".")
-            stored.setdefault(section, {})[leaf] = value
-        cfg = validate(stored, f"{run_dir / LAST} config + overrides")
+        if preset or config or out_dir:
+            raise SparsernnError("--resume takes the run's own config and directory; drop --preset/--config/--out")
+        run = RunDir(resume)
+        if not run.has_run:
+            raise SparsernnError(f"{resume}: no run to resume (no last.safetensors)")
+        cfg = resume_config(run, overrides).config
     else:
         cfg = resolve_config(preset or (None if config else "ptb-small"), config, overrides)
         name = preset or (config.stem if config else "ptb-small")
-        run_dir = out_dir or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (run_dir / LAST).exists():
-            raise SparsernnError(f"{run_dir}: holds a run already; continue it with --resume {run_dir} or pick another --out")
-
+        run = RunDir(out_dir or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if run.has_run:
+            raise SparsernnError(f"{run}: holds a run already; continue it with --resume {run} or pick another --out")
+    cfg = resolve_method(cfg)
     if print_config:
         out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return
@@ -210,53 +196,68 @@ def train(
     if note:
         reporter.message(f"[yellow]note:[/] {note}")
     corpus = load_corpus(corpus_dir)
-    cfg.data.dir = str(corpus_dir.resolve())  # the run records exactly which corpus it used
-    trainer = Trainer(cfg, corpus, run_dir, reporter=reporter)
-    if resume is not None:
-        trainer.load_resume(run_dir / LAST)
-        reporter.message(f"resuming {run_dir} at epoch {trainer.epoch}, step {trainer.step_in_epoch}")
-    from sparsernn.models import count_parameters
-
+    if resume is None:
+        cfg.data.dir = str(corpus_dir.resolve())  # the run records exactly which corpus it used
+        trainer = Trainer(cfg, corpus, run.path, reporter=reporter)
+    else:
+        trainer = Trainer.open(run.path, corpus, overrides=overrides, reporter=reporter)
+        if trainer.complete:
+            reporter.message(f"{run}: the run is complete ({trainer.horizon} of {trainer.horizon} epochs)")
+        else:
+            reporter.message(f"resuming {run} at epoch {trainer.epoch}, step {trainer.step_in_epoch}")
     reporter.message(
-        f"{cfg.model.cell.upper()} LM {'x'.join(map(str, cfg.model.hidden_sizes))}, vocab {len(corpus.vocab)}, "
-        f"{count_parameters(trainer.model):,} parameters, {trainer.steps_per_epoch} steps/epoch on "
-        f"{trainer.device}; corpus {corpus_dir}; run dir {run_dir}"
+        f"{cfg.model.cell} {'x'.join(map(str, cfg.model.hidden_sizes))}, {count_parameters(trainer.model):,} "
+        f"parameters, {trainer.task.describe()}; {trainer.steps_per_epoch} steps/epoch on {trainer.device}; "
+        f"run dir {run}"
     )
     try:
-        result = trainer.fit()
+        result = trainer.fit(test=True)
     except KeyboardInterrupt:
-        err.print(f"interrupted; continue with: sparsernn train --resume {run_dir}")
+        err.print(f"interrupted; continue with: sparsernn train --resume {run}")
         raise typer.Exit(130) from None
-    _print_results({"valid": result["val_ppl"], "test": result["test_ppl"]}, f"best epoch {result['best_epoch']}")
+    _print_results({split: result[f"{prefix}_{trainer.task.primary.name}"] for split, prefix in
+                    (("valid", "val"), ("test", "test"))}, f"best epoch {result['best_epoch']}",
+                   trainer.task.primary.name)
+    out.print(f"run dir {run}; corpus {corpus_dir}", soft_wrap=True)
 
 
-def _print_results(ppl: dict[str, float], title: str) -> None:
+_fixed = inspect.signature(_train, eval_str=True)
+_train.__signature__ = _fixed.replace(parameters=[
+    *(p for p in _fixed.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD),
+    *(_train_option(option, dotted) for option, dotted in TRAIN_OPTION_FIELDS.items())])
+_train.__annotations__ = {p.name: p.annotation for p in _train.__signature__.parameters.values()}
+app.command("train")(_train)
+
+
+def _print_results(values: dict[str, float], title: str, metric: str = "perplexity") -> None:
     table = Table(title=title)
     table.add_column("split")
-    table.add_column("perplexity", justify="right")
-    for split, value in ppl.items():
+    table.add_column(metric, justify="right")
+    for split, value in values.items():
         table.add_row(split, f"{value:.2f}")
     out.print(table)
 
 
-def _model_and_corpus(ckpt: Path, data_dir: str | None, device, corpora: dict | None = None):
-    """A trained model and the corpus it is used with; their vocabularies must agree."""
+def _model_and_task(ckpt: Path, data_dir: str | None, device, corpora: dict | None = None,
+                    eval_batch_size: int | None = None):
+    """A trained model and the task (its data) it is used with; the task checks they belong together."""
     from sparsernn.data import load_corpus, resolve_lm_dir
-    from sparsernn.errors import CheckpointError
-    from sparsernn.train import BEST, load_model
+    from sparsernn.runs import load_model, model_path
+    from sparsernn.tasks import build_task
 
-    path = ckpt / BEST if ckpt.is_dir() else ckpt
-    model, cfg, vocab, _ = load_model(path, device)
+    path = model_path(ckpt)
+    model, cfg, _, meta = load_model(path, device)
     corpus_dir, note = resolve_lm_dir(data_dir or cfg.data.dir)
     if note:
         err.print(f"note: {note}")
     corpora = {} if corpora is None else corpora
     if corpus_dir not in corpora:
         corpora[corpus_dir] = load_corpus(corpus_dir)
-    corpus = corpora[corpus_dir]
-    if corpus.vocab != vocab:
-        raise CheckpointError(f"{path}: its vocabulary ({len(vocab)} words) differs from the corpus in {corpus_dir}")
-    return path, model, cfg, corpus
+    if eval_batch_size is not None:
+        cfg.data.eval_batch_size = eval_batch_size
+    task = build_task(cfg, corpora[corpus_dir], device)
+    task.check_meta(meta, path)
+    return path, model, cfg, task
 
 
 @app.command("eval")
@@ -267,17 +268,18 @@ def eval_(
     batch_size: Annotated[Optional[int], typer.Option(help="streams [default: the run's eval batch size]")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
 ) -> None:
-    """Perplexity of a trained checkpoint on valid/test."""
-    from sparsernn.data import batchify
-    from sparsernn.train import evaluate, resolve_device
+    """The primary metric (perplexity for language models) of a trained checkpoint on valid/test."""
+    from sparsernn.train import resolve_device
 
-    dev = resolve_device(device)
-    path, model, cfg, corpus = _model_and_corpus(ckpt, data_dir, dev)
-    results = {}
     for name in split:
-        data = batchify(corpus.split(name), batch_size or cfg.data.eval_batch_size).to(dev)
-        results[name] = evaluate(model, data, cfg.data.bptt).perplexity
-    _print_results(results, str(path))
+        if name not in ("valid", "test"):
+            raise SparsernnError(f"--split: expected valid or test, got {name!r}")
+    if batch_size is not None and batch_size < 1:
+        raise SparsernnError(f"--batch-size: expected a positive number, got {batch_size}")
+    dev = resolve_device(device)
+    path, model, _, task = _model_and_task(ckpt, data_dir, dev, eval_batch_size=batch_size)
+    primary = task.primary.name
+    _print_results({name: task.evaluate(model, name)[primary] for name in split}, str(path), primary)
 
 
 @app.command()
@@ -304,17 +306,22 @@ def lyapunov(
 
     import torch
 
-    from sparsernn.dynamics import lyapunov_spectrum, validation_sequences
+    from sparsernn.dynamics import lyapunov_spectrum
     from sparsernn.train import resolve_device
 
-    if state not in ("hc", "h") or basis not in ("layers", "stack") or log_base not in ("e", "2"):
-        raise SparsernnError("--state must be hc or h, --basis layers or stack, --log-base e or 2")
+    for option, value, allowed in (("--state", state, ("hc", "h")), ("--basis", basis, ("layers", "stack")),
+                                   ("--log-base", log_base, ("e", "2"))):
+        if value not in allowed:
+            raise SparsernnError(f"{option}: expected {' or '.join(allowed)}, got {value!r}")
+    for option, value in (("--samples", samples), ("--steps", steps), ("--qr-every", qr_every)):
+        if value < 1:
+            raise SparsernnError(f"{option}: expected a positive number, got {value}")
     dev = resolve_device(device)
     spectra, corpora = {}, {}
     for ckpt in ckpts:
-        path, model, _, corpus = _model_and_corpus(ckpt, data_dir, dev, corpora)
+        path, model, _, task = _model_and_task(ckpt, data_dir, dev, corpora)
         try:
-            sequences = validation_sequences(corpus.valid, samples, steps)
+            sequences = task.lyapunov_inputs(samples, steps)
             spectrum = lyapunov_spectrum(model, sequences, k=k, state=state, basis=basis, warmup=warmup,
                                          qr_every=qr_every,
                                          dtype=torch.float32 if float32 else torch.float64,
@@ -341,12 +348,6 @@ def lyapunov(
         out.print(f"plot: {plot_spectra(spectra, plot, title=title)}")
 
 
-def _multiply_adds(model) -> int:
-    from sparsernn.models.stack import multiply_adds
-
-    return multiply_adds(model.recurrent_stack(), model.decoder.in_features, model.decoder.out_features)
-
-
 @app.command()
 def compact(
     ckpt: Annotated[Path, typer.Argument(help="checkpoint or run directory (best) with zeroed ISS components")],
@@ -354,29 +355,26 @@ def compact(
     plots: Annotated[Optional[Path], typer.Option(help="directory for the zero-pattern and group-norm plots")] = None,
 ) -> None:
     """Remove every all-zero ISS component: a smaller dense model of plain nn.LSTM/nn.Linear modules."""
-    from sparsernn.models import count_parameters
+    from sparsernn.runs import load_model, model_path, save_model
     from sparsernn.sparsity.iss import compact as compact_model
-    from sparsernn.train import BEST, load_model, save_model
+    from sparsernn.sparsity.iss import compacted_config, size_summary
 
-    path = ckpt / BEST if ckpt.is_dir() else ckpt
-    model, cfg, vocab, meta = load_model(path)
+    path = model_path(ckpt)
+    model, cfg, _, meta = load_model(path)
     try:
         small = compact_model(model)
     except ValueError as exc:
         raise SparsernnError(f"{path}: {exc}") from None
-    small_cfg = cfg.model_copy(deep=True)
-    small_cfg.model.hidden_sizes = small.hidden_sizes
-    small_cfg.model.embedding_size = small.embedding_size
-    small_cfg.sparsity.method = "dense"
-    small_cfg.sparsity.lasso_lambda = None
+    before, after = size_summary(model), size_summary(small)
     table = Table(title=f"compacted {path} -> {out_path}")
     for column in ("", "hidden sizes", "parameters", "mult-adds / token"):
         table.add_column(column, justify="right")
-    before, after = _multiply_adds(model), _multiply_adds(small)
-    table.add_row("before", ",".join(map(str, model.hidden_sizes)), f"{count_parameters(model):,}", f"{before:,}")
-    table.add_row("after", ",".join(map(str, small.hidden_sizes)), f"{count_parameters(small):,}", f"{after:,}")
-    table.add_row("ratio", "", f"{count_parameters(model) / count_parameters(small):.2f}x", f"{before / after:.2f}x")
-    save_model(out_path, small, {**meta, "config": small_cfg.to_dict(), "compacted_from": str(path)})
+    for label, row in (("before", before), ("after", after)):
+        table.add_row(label, ",".join(map(str, row["hidden_sizes"])), f"{row['parameters']:,}",
+                      f"{row['multiply_adds']:,}")
+    table.add_row("ratio", "", f"{before['parameters'] / after['parameters']:.2f}x",
+                  f"{before['multiply_adds'] / after['multiply_adds']:.2f}x")
+    save_model(out_path, small, {**meta, "config": compacted_config(cfg, small).to_dict(), "compacted_from": str(path)})
     out.print(table)
     if plots is not None:
         from sparsernn.plots import plot_group_norms, plot_zero_pattern
@@ -385,6 +383,33 @@ def compact(
         norms = {f"layer {n + 1}": sq.sqrt() for n, sq in enumerate(group_sq_norms(model))}
         out.print(f"plots: {plot_zero_pattern(model, plots / 'zero_pattern.png')}, "
                   f"{plot_group_norms(norms, plots / 'group_norms.png')}")
+
+
+@app.command()
+def presets() -> None:
+    """The run presets in configs/, each with its one-line description."""
+    from sparsernn.config import list_presets, preset_description
+
+    table = Table(title="presets (sparsernn train --preset NAME)")
+    table.add_column("preset")
+    table.add_column("what it is")
+    for name in list_presets():
+        table.add_row(name, preset_description(name))
+    out.print(table)
+
+
+@app.command()
+def methods() -> None:
+    """The sparsity methods (train --method NAME), each with its one-line description."""
+    from sparsernn.sparsity import METHODS
+
+    table = Table(title="sparsity methods (sparsernn train --method NAME)")
+    table.add_column("method")
+    table.add_column("what it is")
+    table.add_column("settings it reads")
+    for method in METHODS:
+        table.add_row(method.name, method.description, ", ".join(method.fields))
+    out.print(table)
 
 
 @data_app.command("verify")

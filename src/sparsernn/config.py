@@ -21,8 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sparsernn.errors import ConfigError
 
-CellType = Literal["lstm", "gru", "rnn_tanh", "rnn_relu"]
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -43,12 +41,21 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    cell: CellType = "lstm"
-    hidden_sizes: list[int] = Field(default_factory=lambda: [200, 200], min_length=1)
+    cell: str = Field("lstm", description="recurrent cell type, a name in the cell registry (sparsernn cells)")
+    hidden_sizes: list[int] = Field(default_factory=lambda: [200, 200], min_length=1,
+                                    description="per-layer hidden sizes, e.g. 373,315")
     embedding_size: int | None = Field(None, gt=0, description="None: the first layer's hidden size")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on embeddings, between layers and before the decoder")
-    tie_weights: bool = False
+    tie_weights: bool = Field(False, description="share the embedding and decoder weights")
     init_range: float | None = Field(0.1, gt=0.0, description="uniform init in [-r, r]; None keeps PyTorch's")
+
+    @field_validator("cell")
+    @classmethod
+    def _known_cell(cls, name: str) -> str:
+        from sparsernn.models.cells import CELLS  # the registry of cell types; it imports nothing of ours
+
+        CELLS[name]  # raises "unknown cell ..., expected one of ..."
+        return name
 
     @field_validator("hidden_sizes")
     @classmethod
@@ -68,10 +75,10 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    name: Literal["sgd", "adam", "asgd", "nt_asgd"] = "sgd"
+    name: Literal["sgd", "adam", "asgd", "nt_asgd"] = Field("sgd", description="sgd | adam | asgd | nt_asgd")
     lr: float = Field(20.0, gt=0.0, description="for the per-token mean loss")
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty")
     clip: float | None = Field(0.25, gt=0.0, description="max global gradient norm; None disables")
     lr_decay: float = Field(1.0, gt=0.0, le=1.0, description="factor applied per epoch after decay_start_epoch")
     decay_start_epoch: int = Field(0, ge=0, description="last epoch run at the initial lr")
@@ -79,9 +86,11 @@ class OptimConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(13, gt=0)
-    seed: int = 1
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    epochs: int = Field(
+        13, gt=0, description="planned length of the run: the horizon every schedule (lr decay, DST death rate and "
+        "stop epoch, GMP) is a function of; a run trained in segments or stopped early follows the same schedules")
+    seed: int = Field(1, description="seed of every random choice (init, dropout, masks)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
     log_interval: int = Field(100, gt=0, description="steps between progress updates")
     checkpoint_every: int | None = Field(
         None, gt=0, description="also save a resume checkpoint every N steps inside an epoch"
@@ -89,21 +98,23 @@ class TrainConfig(_Section):
     init_from: str | None = Field(None, description="start from this checkpoint's weights (fine-tuning)")
 
 
-Method = Literal["dense", "static", "set", "rigl", "snfs", "dsr", "selfish", "gmp", "iss", "l1"]
-
-
 class SparsityConfig(_Section):
-    """How the model is made sparse. Fields left unset take the method's defaults (sparsity/methods.py)."""
+    """How the model is made sparse. Fields left unset take the method's defaults: each method in the
+    registry of sparsity methods (``sparsernn.sparsity.METHODS``) fills and checks its own fields, and
+    the run records the filled-in config it trained with."""
 
-    method: Method = "dense"
+    method: str = Field("dense", description="sparsity method, a name in the method registry (sparsernn methods)")
     density: float = Field(1.0, gt=0.0, le=1.0, description="fraction of prunable weights kept (1 - sparsity)")
     prunable: list[Literal["embedding", "recurrent", "decoder"]] = Field(
-        default_factory=lambda: ["embedding", "recurrent", "decoder"], min_length=1
-    )
-    init: Literal["uniform", "er"] | None = Field(None, description="initial per-matrix densities")
-    death: Literal["magnitude", "set", "threshold", "global_magnitude"] | None = None
-    growth: Literal["random", "gradient", "momentum"] | None = None
-    redistribution: Literal["none", "magnitude", "nonzeros", "momentum"] | None = None
+        default_factory=lambda: ["embedding", "recurrent", "decoder"], min_length=1,
+        description="weights that masks cover: some of embedding,recurrent,decoder")
+    init: Literal["uniform", "er"] | None = Field(None, description="initial per-matrix densities: uniform | er")
+    death: Literal["magnitude", "set", "threshold", "global_magnitude"] | None = Field(
+        None, description="prune mode: magnitude | set | threshold | global_magnitude")
+    growth: Literal["random", "gradient", "momentum"] | None = Field(
+        None, description="regrowth mode: random | gradient | momentum")
+    redistribution: Literal["none", "magnitude", "nonzeros", "momentum"] | None = Field(
+        None, description="regrowth budget across matrices: none | magnitude | nonzeros | momentum")
     death_rate: float | None = Field(None, ge=0.0, le=1.0, description="initial fraction of active weights pruned")
     death_rate_min: float | None = Field(None, ge=0.0, le=1.0, description="death rate at the stop (cosine)")
     update_every: int | Literal["epoch"] | None = Field(None, description="steps between mask updates, or epoch")
@@ -131,13 +142,6 @@ class RunConfig(_Section):
     sparsity: SparsityConfig = Field(default_factory=SparsityConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
-    @model_validator(mode="after")
-    def _resolve_method_defaults(self) -> RunConfig:
-        from sparsernn.sparsity.methods import resolve_method
-
-        resolve_method(self)
-        return self
-
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -152,6 +156,14 @@ def _presets_dir() -> Path:
 
 def list_presets() -> list[str]:
     return sorted(p.stem for p in _presets_dir().glob("*.yaml"))
+
+
+def preset_description(name: str) -> str:
+    """A preset's first comment line (each preset file starts by saying what it is)."""
+    for line in (_presets_dir() / f"{name}.yaml").read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -231,7 +243,7 @@ def resolve_config(
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
     if overrides:
-        sources.append("command-line overrides")
+        sources.append("overrides")
     return validate(data, " + ".join(sources) or "config")
 
 

@@ -41,7 +41,8 @@ def plot_zero_pattern(model, path: str | Path, max_pixels: int = 600) -> Path:
     import torch
 
     plt = _pyplot()
-    names = [f"{layer.module}.{kind}_l0" for layer in model.recurrent_stack() for kind in ("weight_ih", "weight_hh")]
+    names = [f"{layer.module}.{name}" for layer in model.recurrent_stack()
+             for name in layer.spec.weights(model.get_submodule(layer.module))]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 4), dpi=120)
     for ax, name in zip(list(axes) if len(names) > 1 else [axes], names):
         nonzero = (model.get_parameter(name).detach() != 0).float()[None, None]

@@ -12,7 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class Reporter(Protocol):
     def start_epoch(self, epoch: int, total_steps: int, done_steps: int, lr: float) -> None: ...
 
-    def update(self, step: int, loss: float, tokens_per_s: float) -> None: ...
+    def update(self, step: int, stats: dict[str, float]) -> None:
+        """Running statistics of the epoch: ``{"loss": ..., "ppl": ..., "tok/s": ...}`` (rates end in /s)."""
 
     def end_epoch(self) -> None: ...
 
@@ -24,7 +25,7 @@ class SilentReporter:
     def start_epoch(self, epoch: int, total_steps: int, done_steps: int, lr: float) -> None:
         pass
 
-    def update(self, step: int, loss: float, tokens_per_s: float) -> None:
+    def update(self, step: int, stats: dict[str, float]) -> None:
         pass
 
     def end_epoch(self) -> None:
@@ -65,8 +66,9 @@ class ConsoleReporter:
         self._task = self._progress.add_task("train", total=total_steps, completed=done_steps,
                                              stats=f"lr {lr:.4g}")
 
-    def update(self, step: int, loss: float, tokens_per_s: float) -> None:
-        stats = f"loss {loss:.3f}  ppl {_ppl(loss):.1f}  {tokens_per_s:,.0f} tok/s"
+    def update(self, step: int, stats: dict[str, float]) -> None:
+        stats = "  ".join(f"{value:,.0f} {name}" if name.endswith("/s") else f"{name} {value:.4g}"
+                          for name, value in stats.items())
         if self._progress is not None:
             self._progress.update(self._task, completed=step, stats=stats)
         else:
@@ -79,12 +81,6 @@ class ConsoleReporter:
 
     def message(self, text: Any) -> None:
         self.console.print(text)
-
-
-def _ppl(loss: float) -> float:
-    import math
-
-    return math.exp(min(loss, 50.0))
 
 
 def default_reporter() -> Reporter:

@@ -1,45 +1,37 @@
-"""The Trainer: truncated-BPTT training of a language model with schedules, evaluation,
-checkpoints and resume. It knows sparsity only through the ``Sparsifier`` hooks.
+"""The Trainer: the training loop of any Task, with schedules, evaluation, checkpoints and resume.
+It knows sparsity only through the ``Sparsifier`` hooks and the task only through ``Task``.
 
-Run directory layout::
-
-    config.yaml          the resolved run config
-    metrics.jsonl        one line per epoch, then a final line with test perplexity
-    best.safetensors     best model by validation perplexity (+ best.json, readable metadata)
-    last.safetensors     resume state: model, optimizer, sparsifier, RNG, carried hidden state
-    results.json         final numbers
+``fit(until_epoch=E)`` trains up to epoch ``E`` of the run's planned length (``train.epochs``, the
+horizon every schedule follows) and returns with everything saved to continue; a later ``fit`` in
+the same process, or in a new one after ``Trainer(..., resume=True)``, continues bit for bit as if
+never stopped. The test split is scored only when asked for (``fit(test=True)``).
 """
 
 from __future__ import annotations
 
-import json
-import math
+import copy
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from sparsernn import checkpoint
-from sparsernn.config import OptimConfig, RunConfig, validate
-from sparsernn.data.lm import Corpus, Vocabulary, batchify, bptt_window, num_windows
+from sparsernn.config import OptimConfig, RunConfig
+from sparsernn.data.lm import Corpus
 from sparsernn.errors import CheckpointError, ConfigError
-from sparsernn.models.lm import RNNLanguageModel, count_parameters, detach_state, state_from_tensors, state_tensors
+from sparsernn.models.lm import count_parameters
 from sparsernn.optim import NTASGD
 from sparsernn.progress import Reporter, SilentReporter
-from sparsernn.sparsity.base import Sparsifier
+from sparsernn.runs import BEST, LAST, RESULTS, SPARSITY, RunDir, flatten_fields, resume_config, save_model
+from sparsernn.sparsity import Sparsifier, build_sparsifier, resolve_method
 from sparsernn.sparsity.masks import strip_masks
-from sparsernn.sparsity.methods import build_sparsifier
 from sparsernn.sparsity.report import density_report, density_table
-
-BEST = "best.safetensors"
-LAST = "last.safetensors"
-METRICS = "metrics.jsonl"
+from sparsernn.tasks import Task, build_task
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,41 +58,6 @@ def build_optimizer(params, config: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.ASGD(params, lr=config.lr, t0=0, lambd=0.0, weight_decay=config.weight_decay)
 
 
-def build_model(config: RunConfig, vocab_size: int, seed: int | None = None) -> RNNLanguageModel:
-    if seed is not None:
-        torch.manual_seed(seed)
-    return RNNLanguageModel(config.model, vocab_size)
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    loss: float  # mean negative log-likelihood per token (nats)
-    tokens: int
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.loss)
-
-
-def evaluate(model: nn.Module, batched: torch.Tensor, bptt: int) -> EvalResult:
-    """Perplexity over a batchified split, hidden state carried across windows."""
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=batched.device)
-    tokens = 0
-    with torch.inference_mode():
-        state = model.init_state(batched.size(1))
-        for index in range(num_windows(batched.size(0), bptt)):
-            inputs, targets = bptt_window(batched, index, bptt)
-            logits, state = model(inputs, state)
-            total += nn.functional.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
-            ).double()
-            tokens += targets.numel()
-    model.train(was_training)
-    return EvalResult(loss=total.item() / tokens, tokens=tokens)
-
-
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
     if torch.cuda.is_available():
@@ -121,63 +78,89 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Trainer:
-    """Trains ``config`` on ``corpus``, writing checkpoints and metrics to ``out_dir`` (if given).
+EpochCallback = Callable[[dict[str, Any]], None]
 
-    ``fit()`` runs the remaining epochs and returns the final metrics; ``train_epoch()`` and
-    ``evaluate_split()`` are the pieces, usable on their own (benchmarks, notebooks).
+
+class Trainer:
+    """Trains ``config`` on ``data`` (a ``Task``, or a language-modelling ``Corpus``), writing
+    checkpoints and metrics to ``out_dir`` (if given); ``resume=True`` continues the run saved there.
+
+    ``fit()`` trains and returns a summary; ``train_epoch()``, ``train_step()`` and ``evaluate_split()``
+    are the pieces, usable on their own (benchmarks, notebooks).
     """
 
     def __init__(
         self,
         config: RunConfig,
-        corpus: Corpus,
+        data: Task | Corpus,
         out_dir: str | Path | None = None,
         sparsifier: Sparsifier | None = None,
         reporter: Reporter | None = None,
+        resume: bool = False,
     ) -> None:
-        self.config = config
-        self.corpus = corpus
-        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.config = config = resolve_method(config)  # the method's defaults filled in: what runs
+        self.run = RunDir(out_dir) if out_dir is not None else None
         self.reporter = reporter or SilentReporter()
         self.device = resolve_device(config.train.device)
+        self.task = build_task(config, data, self.device)
         seed_everything(config.train.seed)
-        self.model = build_model(config, len(corpus.vocab)).to(self.device)
+        self.model = self.task.build_model(config.model).to(self.device)
         if config.train.init_from:
             self._init_from(Path(config.train.init_from))
         self.optimizer = build_optimizer(self.model.parameters(), config.optim)
-        data = config.data
-        self.train_data = batchify(corpus.train, data.batch_size).to(self.device)
-        self.valid_data = batchify(corpus.valid, data.eval_batch_size).to(self.device)
-        self.test_data = batchify(corpus.test, data.eval_batch_size).to(self.device)
-        self.total_windows = num_windows(self.train_data.size(0), data.bptt)
-        per_epoch = self.total_windows
-        if data.epoch_tokens is not None:
-            per_epoch = min(per_epoch, -(-data.epoch_tokens // (data.batch_size * data.bptt)))
-        self.steps_per_epoch = per_epoch
+        self.steps_per_epoch = self.task.steps_per_epoch
         self.sparsifier = sparsifier or build_sparsifier(config, self.steps_per_epoch)
         self.sparsifier.attach(self.model, self.optimizer)
         # Progress of the run; all of it goes into the resume checkpoint.
         self.epoch = 1  # the epoch in progress (or next to start)
         self.step_in_epoch = 0
-        self.state = self.model.init_state(data.batch_size)
         self.epoch_loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.epoch_tokens = 0
+        self.epoch_units = 0
         self.epoch_seconds = 0.0
         self.history: list[dict[str, Any]] = []
-        self.best_val: float | None = None
+        self.best_score: float | None = None
+        if resume:
+            if self.run is None:
+                raise ConfigError("resume=True needs the run directory (out_dir) to resume from")
+            self.load_resume(self.run / LAST)
+
+    @classmethod
+    def open(cls, out_dir: str | Path, data: Task | Corpus, config: RunConfig | None = None,
+             overrides: dict[str, Any] | None = None, reporter: Reporter | None = None) -> Trainer:
+        """Run or resume: continue the run started in ``out_dir`` (its stored config, with the
+        ``overrides`` a resume allows, see ``runs.resume_config``; changes are printed and recorded in
+        the run directory), or start ``config`` there. A ``config`` given for a run that exists must
+        agree with it where a resume may not change anything."""
+        run = RunDir(out_dir)
+        if not run.has_run:
+            if config is None:
+                raise ConfigError(f"{run}: no run to resume here (no {LAST})")
+            return cls(config, data, out_dir, reporter=reporter)
+        if config is not None:
+            overrides = {**flatten_fields(resolve_method(config).to_dict()), **(overrides or {})}
+        resumption = resume_config(run, overrides)
+        trainer = cls(resumption.config, data, out_dir, reporter=reporter, resume=True)
+        if resumption.changed:
+            trainer.reporter.message("changed: " + ", ".join(f"{name} {old} -> {new}" for name, (old, new)
+                                                             in resumption.changed.items())
+                                     + f" from epoch {trainer.epoch}")
+            run.changes(trainer.epoch, resumption.changed)
+        return trainer
+
+    @property
+    def horizon(self) -> int:
+        """The planned length of the run in epochs; every schedule is a function of it."""
+        return self.config.train.epochs
+
+    @property
+    def complete(self) -> bool:
+        return self.epoch > self.horizon
 
     # ---- the loop ------------------------------------------------------------------------------
 
-    def window_index(self, epoch: int, step: int) -> int:
-        """Training window of step ``step`` in ``epoch``; capped epochs take successive slices."""
-        return ((epoch - 1) * self.steps_per_epoch + step) % self.total_windows
-
-    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on one BPTT window; returns the detached mean loss."""
-        self.state = detach_state(self.state)
-        logits, self.state = self.model(inputs, self.state)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+    def train_step(self, epoch: int, step: int) -> tuple[torch.Tensor, int]:
+        """One optimizer step on the task's training batch ``(epoch, step)``: its detached mean loss and size."""
+        loss, units = self.task.training_loss(self.model, epoch, step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.sparsifier.after_backward()
@@ -185,7 +168,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.clip)
         self.optimizer.step()
         self.sparsifier.after_step()
-        return loss.detach()
+        return loss.detach(), units
 
     def train_epoch(self) -> dict[str, Any]:
         """Run (the rest of) the current epoch; returns its training metrics."""
@@ -195,37 +178,35 @@ class Trainer:
             group["lr"] = lr
         self.model.train()
         self.reporter.start_epoch(epoch, self.steps_per_epoch, self.step_in_epoch, lr)
-        started, window_tokens = time.perf_counter(), 0
+        started, window_units = time.perf_counter(), 0
+        rate = f"{self.task.unit}/s"
         while self.step_in_epoch < self.steps_per_epoch:
-            index = self.window_index(epoch, self.step_in_epoch)
-            if index == 0:  # the stream starts over: nothing to carry
-                self.state = self.model.init_state(cfg.data.batch_size)
-            inputs, targets = bptt_window(self.train_data, index, cfg.data.bptt)
-            loss = self.train_step(inputs, targets)
-            self.epoch_loss += loss * targets.numel()
-            self.epoch_tokens += targets.numel()
-            window_tokens += targets.numel()
+            loss, units = self.train_step(epoch, self.step_in_epoch)
+            self.epoch_loss += loss * units
+            self.epoch_units += units
+            window_units += units
             self.step_in_epoch += 1
             step = self.step_in_epoch
             if step % cfg.train.log_interval == 0 or step == self.steps_per_epoch:
+                mean = self.epoch_loss.item() / self.epoch_units
                 elapsed = time.perf_counter() - started
-                self.reporter.update(step, self.epoch_loss.item() / self.epoch_tokens,
-                                     window_tokens / max(elapsed, 1e-9))
+                self.reporter.update(step, {"loss": mean, **self.task.loss_metrics(min(mean, 50.0)),
+                                            rate: window_units / max(elapsed, 1e-9)})
             every = cfg.train.checkpoint_every
-            if every and step % every == 0 and step < self.steps_per_epoch and self.out_dir is not None:
+            if every and step % every == 0 and step < self.steps_per_epoch and self.run is not None:
                 self.epoch_seconds += time.perf_counter() - started
-                started, window_tokens = time.perf_counter(), 0
+                started, window_units = time.perf_counter(), 0
                 self.save_resume()
         self.epoch_seconds += time.perf_counter() - started
         self.reporter.end_epoch()
-        train_loss = self.epoch_loss.item() / max(self.epoch_tokens, 1)
+        train_loss = self.epoch_loss.item() / max(self.epoch_units, 1)
         return {
             "epoch": epoch,
             "lr": lr,
             "train_loss": train_loss,
-            "train_ppl": math.exp(train_loss),
-            "tokens": self.epoch_tokens,
-            "tokens_per_s": self.epoch_tokens / max(self.epoch_seconds, 1e-9),
+            **{f"train_{k}": v for k, v in self.task.loss_metrics(train_loss).items()},
+            "tokens": self.epoch_units,
+            "tokens_per_s": self.epoch_units / max(self.epoch_seconds, 1e-9),
             "train_seconds": self.epoch_seconds,
         }
 
@@ -233,46 +214,113 @@ class Trainer:
         """Averaged weights once NT-ASGD averages, the live weights otherwise."""
         return self.optimizer.averaged() if isinstance(self.optimizer, NTASGD) else nullcontext()
 
-    def evaluate_split(self, split: str) -> EvalResult:
-        data = {"valid": self.valid_data, "test": self.test_data}[split]
+    def evaluate_split(self, split: str) -> dict[str, float]:
+        """The task's metrics of the model as evaluated now (averaged weights under NT-ASGD)."""
         with self.evaluation_weights():
-            return evaluate(self.model, data, self.config.data.bptt)
+            return self.task.evaluate(self.model, split)
 
-    def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs, keep the best model by validation, then score it on test."""
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            checkpoint.atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.config.to_dict(),
-                                                                                   sort_keys=False))
-            self._rewrite_metrics()
+    def fit(self, until_epoch: int | None = None, on_epoch: EpochCallback | None = None,
+            test: bool = False) -> dict[str, Any]:
+        """Train up to epoch ``until_epoch`` (default: the planned length), keeping the best model by the
+        task's primary validation metric; returns ``summary()``.
+
+        Each finished epoch is saved (resume checkpoint, metrics line) before ``on_epoch(record)`` is
+        called, so a callback that raises (a search pruning a candidate) loses nothing. When the run
+        reaches its planned length the final line and ``results.json`` are written: validation of the
+        best model and, with ``test=True``, its test metrics.
+        """
+        stop = self.horizon if until_epoch is None else min(until_epoch, self.horizon)
+        if until_epoch is not None and until_epoch < 1:
+            raise ConfigError(f"until_epoch must be at least 1, got {until_epoch}")
+        if self.run is not None:
+            self.run.create()
+            self.run.write_config(self.config)
+            self.run.write_records(self.history)  # the metrics file agrees with the checkpoint
         if self.epoch == 1 and self.step_in_epoch == 0:
             self._report_sparsity("start")
-        while self.epoch <= self.config.train.epochs:
+        primary = self.task.primary
+        while self.epoch <= stop:
             record = self.train_epoch()
             valid = self.evaluate_split("valid")
-            record.update(val_loss=valid.loss, val_ppl=valid.perplexity)
-            if isinstance(self.optimizer, NTASGD) and self.optimizer.observe(valid.loss):
+            record.update({f"val_{name}": value for name, value in valid.items()})
+            if isinstance(self.optimizer, NTASGD) and self.optimizer.observe(valid["loss"]):
                 self.reporter.message(f"epoch {self.epoch}: validation stalled; averaging weights from now on")
             record["averaging"] = bool(getattr(self.optimizer, "averaging", False))
             self.sparsifier.end_epoch(self.epoch, record)
-            improved = self.best_val is None or valid.loss < self.best_val
+            score = valid[primary.name]
+            improved = primary.better(score, self.best_score)
             record["best"] = improved
             self.reporter.message(
-                f"epoch {self.epoch:3d} | lr {record['lr']:.4g} | train ppl {record['train_ppl']:8.2f} | "
-                f"valid ppl {record['val_ppl']:8.2f} | {record['tokens_per_s']:,.0f} tok/s"
+                f"epoch {self.epoch:3d}/{self.horizon} | lr {record['lr']:.4g} | train loss {record['train_loss']:.3f} | "
+                f"valid {primary.name} {score:.4g} | {record['tokens_per_s']:,.0f} {self.task.unit}/s"
                 + (" | best" if improved else "")
             )
             self.history.append(record)
             if improved:
-                self.best_val = valid.loss
-                if self.out_dir is not None:
-                    self.save_model(self.out_dir / BEST)
+                self.best_score = score
+                if self.run is not None:
+                    self.save_model(self.run / BEST)
             self.advance_epoch()
-            if self.out_dir is not None:
+            if self.run is not None:
                 self.save_resume()
-                self._append_metrics(record)
-        self._report_sparsity("end")
-        return self.finish()
+                self.run.append_record(record)
+            if on_epoch is not None:
+                on_epoch(record)
+        if self.complete:
+            return self._finish(test)
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        """Where the run stands: epochs trained, whether it is complete, and the best epoch's validation."""
+        best = self.best_record()
+        summary = {"epochs_trained": self.epoch - 1, "horizon": self.horizon, "complete": self.complete,
+                   "best_epoch": best["epoch"] if best else None}
+        if best:
+            summary.update({k: v for k, v in best.items() if k.startswith("val_")})
+        return summary
+
+    def best_record(self) -> dict[str, Any] | None:
+        primary = self.task.primary
+        best = None
+        for record in self.history:
+            if best is None or primary.better(record[f"val_{primary.name}"], best[f"val_{primary.name}"]):
+                best = record
+        return best
+
+    def best_model(self) -> nn.Module:
+        """A copy of the model with the best epoch's weights (as evaluated): from ``best.safetensors``
+        in a run directory, otherwise the model as it is now."""
+        model = copy.deepcopy(self.model)
+        if self.run is not None and (self.run / BEST).is_file():
+            tensors, _ = checkpoint.load(self.run / BEST, self.device)
+            model.load_state_dict(checkpoint.subtree(tensors, "model"))
+        else:
+            with self.evaluation_weights():
+                model.load_state_dict(self.model.state_dict())
+        return model.eval()
+
+    def _finish(self, test: bool) -> dict[str, Any]:
+        """The final line: the best model's validation (and test) metrics; also ``results.json``."""
+        done = self.run.results() if self.run is not None else None
+        if done is not None and (not test or "test_loss" in done):
+            return done
+        model = self.best_model()
+        result: dict[str, Any] = {"event": "final", **self.summary()}
+        result.update({f"val_{k}": v for k, v in self.task.evaluate(model, "valid").items()})
+        if test:
+            result.update({f"test_{k}": v for k, v in self.task.evaluate(model, "test").items()})
+        sparsity = density_report(model)
+        result.update(parameters=count_parameters(model), nonzero_prunable=sparsity["nonzero"],
+                      density=sparsity["density"], train_seconds=sum(r["train_seconds"] for r in self.history))
+        if done is None:
+            self._report_sparsity("end")
+        shown = " | ".join(f"{split} {self.task.primary.name} {result[f'{split}_{self.task.primary.name}']:.2f}"
+                           for split in ("val", "test") if f"{split}_{self.task.primary.name}" in result)
+        self.reporter.message(f"best epoch {result['best_epoch']} | {shown}")
+        if self.run is not None:
+            self.run.append_record(result)
+            self.run.write_json(RESULTS, result)
+        return result
 
     def _report_sparsity(self, when: str) -> None:
         """Print the per-matrix density table and keep it in the run directory (masked models only)."""
@@ -281,60 +329,25 @@ class Trainer:
             return
         self.reporter.message(density_table(report, f"sparsity at {when}: {report['nonzero']:,} non-zero of "
                                                     f"{report['total']:,} prunable weights"))
-        if self.out_dir is not None:
-            path = self.out_dir / "sparsity.json"
-            saved = json.loads(path.read_text()) if path.is_file() else {}
+        if self.run is not None:
+            saved = self.run.read_json(SPARSITY) or {}
             saved[when] = report
-            checkpoint.atomic_write_text(path, json.dumps(saved, indent=1) + "\n")
-
-    def finish(self) -> dict[str, Any]:
-        """Test perplexity of the best model (by validation); written to results.json."""
-        weights = self.evaluation_weights()
-        if self.out_dir is not None and (self.out_dir / BEST).is_file():
-            tensors, _ = checkpoint.load(self.out_dir / BEST, self.device)
-            self.model.load_state_dict(checkpoint.subtree(tensors, "model"))
-            weights = nullcontext()  # the best checkpoint holds the weights as evaluated
-        best = min(self.history, key=lambda r: r["val_loss"]) if self.history else None
-        with weights:
-            valid = evaluate(self.model, self.valid_data, self.config.data.bptt)
-            test = evaluate(self.model, self.test_data, self.config.data.bptt)
-        sparsity = density_report(self.model)
-        result = {
-            "event": "final",
-            "best_epoch": best["epoch"] if best else None,
-            "val_loss": valid.loss,
-            "val_ppl": valid.perplexity,
-            "test_loss": test.loss,
-            "test_ppl": test.perplexity,
-            "parameters": count_parameters(self.model),
-            "nonzero_prunable": sparsity["nonzero"],
-            "density": sparsity["density"],
-            "train_seconds": sum(r["train_seconds"] for r in self.history),
-        }
-        self.reporter.message(f"best epoch {result['best_epoch']} | valid ppl {valid.perplexity:.2f} | "
-                              f"test ppl {test.perplexity:.2f}")
-        if self.out_dir is not None:
-            self._append_metrics(result)
-            checkpoint.atomic_write_text(self.out_dir / "results.json", json.dumps(result, indent=1) + "\n")
-        return result
+            self.run.write_json(SPARSITY, saved)
 
     def advance_epoch(self) -> None:
-        """Move on to the next epoch (``fit`` does this after validation and checkpointing)."""
+        """Move on to the next epoch (``fit`` does this after validation, before checkpointing)."""
         self.epoch += 1
         self.step_in_epoch = 0
         self.epoch_loss.zero_()
-        self.epoch_tokens = 0
+        self.epoch_units = 0
         self.epoch_seconds = 0.0
-        if self.steps_per_epoch == self.total_windows:
-            self.state = self.model.init_state(self.config.data.batch_size)
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
     def _init_from(self, path: Path) -> None:
-        """Fine-tuning: start from a trained checkpoint's weights (same architecture and vocabulary)."""
+        """Fine-tuning: start from a trained checkpoint's weights (same architecture and data)."""
         tensors, meta = checkpoint.load(path, self.device)
-        if meta.get("vocab") != list(self.corpus.vocab.words):
-            raise CheckpointError(f"{path}: vocabulary differs from the corpus in {self.corpus.directory}")
+        self.task.check_meta(meta, path)
         weights = strip_masks(checkpoint.subtree(tensors, "model"))
         ours = self.model.state_dict()
         for name, value in weights.items():
@@ -344,13 +357,8 @@ class Trainer:
         self.model.load_state_dict(weights)
 
     def _meta(self) -> dict[str, Any]:
-        return {
-            "kind": "language-model",
-            "config": self.config.to_dict(),
-            "vocab": list(self.corpus.vocab.words),
-            "epoch": self.epoch,
-            "history": self.history,
-        }
+        return {"kind": self.task.kind, "config": self.config.to_dict(), **self.task.meta(), "epoch": self.epoch,
+                "history": self.history}
 
     def save_model(self, path: Path) -> None:
         """The model as evaluated (averaged weights under NT-ASGD), for use after training."""
@@ -362,69 +370,41 @@ class Trainer:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         resume = {
             "step_in_epoch": self.step_in_epoch,
-            "epoch_tokens": self.epoch_tokens,
+            "epoch_tokens": self.epoch_units,
             "epoch_seconds": self.epoch_seconds,
-            "best_val": self.best_val,
+            "best_score": self.best_score,
             "epoch_loss": self.epoch_loss,
-            "state": state_tensors(self.state),
+            "task": self.task.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "sparsifier": self.sparsifier.state_dict(),
             "rng": _rng_state(),
         }
         meta = self._meta()
         meta["resume"] = checkpoint.pack(resume, "resume", tensors)
-        checkpoint.save(self.out_dir / LAST, tensors, meta)
+        checkpoint.save(self.run / LAST, tensors, meta)
 
     def load_resume(self, path: Path) -> None:
         tensors, meta = checkpoint.load(path, self.device)
         if meta.get("resume") is None:
             raise CheckpointError(f"{path}: holds no resume state (is it a best-model checkpoint?)")
-        if meta["vocab"] != list(self.corpus.vocab.words):
-            raise CheckpointError(f"{path}: vocabulary differs from the corpus in {self.corpus.directory}")
+        self.task.check_meta(meta, path)
         resume = checkpoint.unpack(meta["resume"], tensors)
-        self.model.load_state_dict(checkpoint.subtree(tensors, "model"))
-        self.optimizer.load_state_dict(resume["optimizer"])
-        self.sparsifier.load_state_dict(resume["sparsifier"])
+        if "task" not in resume:
+            raise CheckpointError(f"{path}: resume state from sparsernn 0.1 (no task state); it cannot be continued "
+                                  f"exactly (its best model still loads and evaluates)")
+        try:
+            self.model.load_state_dict(checkpoint.subtree(tensors, "model"))
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.sparsifier.load_state_dict(resume["sparsifier"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            detail = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"{path}: does not match the run config ({detail})") from None
+        self.task.load_state_dict(resume["task"])
         self.epoch = meta["epoch"]
         self.history = meta["history"]
         self.step_in_epoch = resume["step_in_epoch"]
-        self.epoch_tokens = resume["epoch_tokens"]
+        self.epoch_units = resume["epoch_tokens"]
         self.epoch_seconds = resume["epoch_seconds"]
-        self.best_val = resume["best_val"]
+        self.best_score = resume["best_score"]
         self.epoch_loss = resume["epoch_loss"].to(self.device)
-        self.state = state_from_tensors([t.to(self.device) for t in resume["state"]], self.model.cell)
         _set_rng_state(resume["rng"])
-
-    # ---- metrics file --------------------------------------------------------------------------
-
-    def _append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.out_dir / METRICS, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    def _rewrite_metrics(self) -> None:
-        """The metrics file always agrees with the checkpoint (a resumed run drops lines written after it)."""
-        text = "".join(json.dumps(r) + "\n" for r in self.history)
-        checkpoint.atomic_write_text(self.out_dir / METRICS, text)
-
-
-def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    """A model checkpoint: its state dict under ``model.`` and ``meta`` (kind, config, vocab, ...)."""
-    checkpoint.save(path, {f"model.{k}": v for k, v in model.state_dict().items()}, meta)
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[RNNLanguageModel, RunConfig,
-                                                                             Vocabulary, dict[str, Any]]:
-    """A trained model from a checkpoint: ``(model, config, vocab, metadata)``."""
-    tensors, meta = checkpoint.load(path, device)
-    if meta.get("kind") != "language-model":
-        raise CheckpointError(f"{path}: not a language-model checkpoint (kind {meta.get('kind')!r})")
-    config = validate(meta["config"], f"{path} config")
-    vocab = Vocabulary(tuple(meta["vocab"]))
-    model = build_model(config, len(vocab)).to(device)
-    try:
-        model.load_state_dict(strip_masks(checkpoint.subtree(tensors, "model")))
-    except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()[1 if "\n" in str(exc).strip() else 0].strip()
-        raise CheckpointError(f"{path}: weights do not match the config stored with them ({detail})") from None
-    model.eval()
-    return model, config, vocab, meta

@@ -1,6 +1,6 @@
 """Recurrent language model: embedding -> stacked recurrent layers -> linear decoder.
 
-Each layer is its own single-layer ``nn.LSTM``/``nn.GRU``/``nn.RNN`` so that layers can have different
+Each layer is its own single-layer module from the cell registry (``nn.LSTM``/``nn.GRU``/``nn.RNN``) so that layers can have different
 hidden sizes (compacted ISS models do) while keeping PyTorch's fused kernels. Dropout follows
 Zaremba et al. (2014): on the non-recurrent connections only (embedding output, between layers,
 before the decoder).
@@ -12,17 +12,8 @@ import torch
 from torch import nn
 
 from sparsernn.config import ModelConfig
+from sparsernn.models.cells import CELLS, LayerState
 from sparsernn.models.stack import RecurrentLayer
-
-_RNN_MODULES = {
-    "lstm": lambda i, h: nn.LSTM(i, h),
-    "gru": lambda i, h: nn.GRU(i, h),
-    "rnn_tanh": lambda i, h: nn.RNN(i, h, nonlinearity="tanh"),
-    "rnn_relu": lambda i, h: nn.RNN(i, h, nonlinearity="relu"),
-}
-
-# Per-layer recurrent state: (h, c) for an LSTM, h otherwise; each tensor is (1, batch, hidden).
-LayerState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
 class RNNLanguageModel(nn.Module):
@@ -33,11 +24,12 @@ class RNNLanguageModel(nn.Module):
         self.config = config
         self.vocab_size = vocab_size
         self.cell = config.cell
+        spec = CELLS[config.cell]
         sizes = list(config.hidden_sizes)
         self.embedding_size = config.embedding_size or sizes[0]
         self.embedding = nn.Embedding(vocab_size, self.embedding_size)
         inputs = [self.embedding_size, *sizes[:-1]]
-        self.layers = nn.ModuleList(_RNN_MODULES[config.cell](i, h) for i, h in zip(inputs, sizes))
+        self.layers = nn.ModuleList(spec.module(i, h) for i, h in zip(inputs, sizes))
         # p=0 dropout still copies tensors in training mode; skip it entirely.
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.decoder = nn.Linear(sizes[-1], vocab_size)
@@ -70,11 +62,14 @@ class RNNLanguageModel(nn.Module):
         )
 
     def init_state(self, batch_size: int) -> list[LayerState]:
-        weight = self.decoder.weight
-        zeros = [weight.new_zeros(1, batch_size, h) for h in self.hidden_sizes]
-        if self.cell == "lstm":
-            return [(z, torch.zeros_like(z)) for z in zeros]
-        return zeros
+        spec = CELLS[self.cell]
+        return [spec.zero_state(batch_size, h, self.decoder.weight) for h in self.hidden_sizes]
+
+    def state_from_tensors(self, tensors: list[torch.Tensor]) -> list[LayerState]:
+        """Inverse of ``state_tensors``: the per-layer state from its flat list of tensors."""
+        spec = CELLS[self.cell]
+        n = spec.state_tensors
+        return [spec.unflatten_state(tuple(tensors[i:i + n])) for i in range(0, len(tensors), n)]
 
     def forward(self, tokens: torch.Tensor, state: list[LayerState]) -> tuple[torch.Tensor, list[LayerState]]:
         x = self.dropout(self.embedding(tokens))
@@ -94,12 +89,6 @@ def detach_state(state: list[LayerState]) -> list[LayerState]:
 def state_tensors(state: list[LayerState]) -> list[torch.Tensor]:
     """The state as a flat list of tensors (for checkpoints)."""
     return [t for s in state for t in (s if isinstance(s, tuple) else (s,))]
-
-
-def state_from_tensors(tensors: list[torch.Tensor], cell: str) -> list[LayerState]:
-    if cell == "lstm":
-        return [(tensors[i], tensors[i + 1]) for i in range(0, len(tensors), 2)]
-    return list(tensors)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,6 +1,6 @@
 """Sequence tagger: embedding -> stacked bidirectional recurrent layers -> linear tag decoder.
 
-Each layer is one ``nn.LSTM``/``nn.GRU``/``nn.RNN`` with ``bidirectional=True``; the next layer and
+Each layer is one module from the cell registry with ``bidirectional=True``; the next layer and
 the decoder read the concatenated ``[forward, backward]`` outputs, so each layer's output feeds both
 directions of its receiver (what ISS group maps must follow).
 """
@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from sparsernn.config import ModelConfig
+from sparsernn.models.cells import CELLS
 from sparsernn.models.stack import RecurrentLayer
-
-_MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 
 
 class SequenceTagger(nn.Module):
@@ -29,10 +28,8 @@ class SequenceTagger(nn.Module):
         self.embedding_size = config.embedding_size or sizes[0]
         self.embedding = nn.Embedding(vocab_size, self.embedding_size)
         inputs = [self.embedding_size, *(2 * h for h in sizes[:-1])]
-        extra = {"nonlinearity": config.cell[4:]} if config.cell.startswith("rnn_") else {}
-        self.layers = nn.ModuleList(
-            _MODULES[config.cell](i, h, bidirectional=True, **extra) for i, h in zip(inputs, sizes)
-        )
+        spec = CELLS[config.cell]
+        self.layers = nn.ModuleList(spec.module(i, h, bidirectional=True) for i, h in zip(inputs, sizes))
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.decoder = nn.Linear(2 * sizes[-1], num_tags)
         if config.init_range is not None:

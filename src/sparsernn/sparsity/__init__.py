@@ -1,5 +1,10 @@
-"""Sparsity methods, all behind the ``Sparsifier`` protocol."""
+"""Sparsity methods, all behind the ``Sparsifier`` protocol, looked up by name in ``METHODS``.
 
+Importing this package registers the built-in methods (each module registers its own).
+"""
+
+from sparsernn.sparsity import dst, gmp, iss  # noqa: F401  (each registers its methods)
 from sparsernn.sparsity.base import Dense, Sparsifier
+from sparsernn.sparsity.registry import METHODS, Method, build_sparsifier, resolve_method
 
-__all__ = ["Dense", "Sparsifier"]
+__all__ = ["METHODS", "Dense", "Method", "Sparsifier", "build_sparsifier", "resolve_method"]

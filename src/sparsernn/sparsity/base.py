@@ -11,6 +11,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from sparsernn.sparsity.registry import METHODS, Method
+
 
 @runtime_checkable
 class Sparsifier(Protocol):
@@ -51,3 +53,12 @@ class Dense:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def _dense_resolve(config) -> None:
+    if config.sparsity.density != 1.0:
+        raise ValueError("sparsity.density < 1 needs a sparse method (sparsity.method)")
+
+
+METHODS.register(Method("dense", "no sparsity: every weight trained", lambda config, steps: Dense(),
+                        resolve=_dense_resolve))

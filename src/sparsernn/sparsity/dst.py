@@ -1,7 +1,22 @@
 """Dynamic sparse training: a fixed number of non-zero weights, pruned and regrown during training.
 
-One class covers the sparse-to-sparse methods; they differ only in their modes (see ``methods.py``):
-static (no updates), SET, RigL, SNFS, DSR and Selfish-RNN. An update removes ``death_rate`` of
+One class covers the sparse-to-sparse methods; they differ only in their modes (registered below;
+any mode given explicitly overrides the method's):
+
+| method  | init    | death            | growth   | redistribution | death rate        | updates        |
+|---------|---------|------------------|----------|----------------|-------------------|----------------|
+| static  | uniform | -                | -        | -              | -                 | never          |
+| set     | er      | set              | random   | none           | 0.3 constant      | every epoch    |
+| rigl    | er      | magnitude        | gradient | none           | 0.3 -> 0 (cosine) | 100 steps, 75% |
+| snfs    | uniform | magnitude        | momentum | momentum       | 0.5 -> 0.005      | every epoch    |
+| dsr     | uniform | global_magnitude | random   | nonzeros       | 0.5 -> 0.005      | every epoch    |
+| selfish | uniform | magnitude        | random   | none           | 0.5 -> 0.005      | every epoch    |
+
+Updates stop at ``stop_epoch``, by default the end of the run's planned length (75% of it for
+RigL), so a run trained in segments follows the schedule of the whole run. Selfish-RNN's paper trains
+with SNT-ASGD: its ``selfish-lstm`` presets set ``optim.name: nt_asgd`` (averaging then runs over
+non-zero weights only, because masking zeroes the averaging state too); ``--method selfish`` on its
+own keeps the optimizer the config names. An update removes ``death_rate`` of
 each matrix's active weights (or that many globally), then regrows exactly as many as were
 removed, spread over the matrices by the redistribution mode, so the total non-zero count never
 changes. Regrown weights start at zero, with zero optimizer state.
@@ -16,6 +31,7 @@ import torch
 
 from sparsernn.sparsity import modes
 from sparsernn.sparsity.masks import PRUNABLE_KINDS, MaskedSparsifier
+from sparsernn.sparsity.registry import METHODS, Method, needs_density
 
 
 class DynamicSparsity(MaskedSparsifier):
@@ -168,3 +184,56 @@ class DynamicSparsity(MaskedSparsifier):
         for name, value in state["momenta"].items():
             self.momenta[name].copy_(value)
         self.updates = state["updates"]
+
+
+# ---- the methods -----------------------------------------------------------------------------------
+
+_MODES = ("init", "death", "growth", "redistribution", "death_rate", "death_rate_min", "update_every", "stop_epoch")
+
+
+def _build(config, steps_per_epoch: int) -> DynamicSparsity:
+    s = config.sparsity
+    return DynamicSparsity(
+        density=s.density,
+        init=s.init,
+        death=s.death or "magnitude",
+        growth=s.growth or "random",
+        redistribution=s.redistribution or "none",
+        death_rate=s.death_rate or 0.0,
+        death_rate_min=s.death_rate_min or 0.0,
+        update_every=s.update_every or "epoch",
+        stop_epoch=s.stop_epoch,
+        steps_per_epoch=steps_per_epoch,
+        momentum_beta=config.optim.momentum or 0.9,
+        prunable=s.prunable,
+        seed=config.train.seed,
+        dynamic=s.method != "static",
+    )
+
+
+def _register(name: str, description: str, stop_fraction: float = 1.0, **defaults) -> None:
+    def resolve(config) -> None:
+        needs_density(config)
+        if config.sparsity.stop_epoch is None:
+            config.sparsity.stop_epoch = max(1, math.ceil(stop_fraction * config.train.epochs))
+
+    METHODS.register(Method(name, description, _build, _MODES, defaults, resolve))
+
+
+METHODS.register(Method("static", "a fixed random mask, never updated", _build, ("init",), {"init": "uniform"},
+                        needs_density))
+_register("set", "SET (Mocanu et al. 2018): magnitude-symmetric death, random growth, every epoch",
+          init="er", death="set", growth="random", redistribution="none", death_rate=0.3, death_rate_min=0.3,
+          update_every="epoch")
+_register("rigl", "RigL (Evci et al. 2020): magnitude death, gradient growth, every 100 steps until 75%",
+          stop_fraction=0.75, init="er", death="magnitude", growth="gradient", redistribution="none", death_rate=0.3,
+          death_rate_min=0.0, update_every=100)
+_register("snfs", "SNFS (Dettmers & Zettlemoyer 2019): momentum growth and redistribution",
+          init="uniform", death="magnitude", growth="momentum", redistribution="momentum", death_rate=0.5,
+          death_rate_min=0.005, update_every="epoch")
+_register("dsr", "DSR (Mostafa & Wang 2019): global magnitude death, redistribution by non-zeros",
+          init="uniform", death="global_magnitude", growth="random", redistribution="nonzeros", death_rate=0.5,
+          death_rate_min=0.005, update_every="epoch")
+_register("selfish", "Selfish-RNN (Liu et al. 2021): magnitude death, random growth; with SNT-ASGD in its presets",
+          init="uniform", death="magnitude", growth="random", redistribution="none", death_rate=0.5,
+          death_rate_min=0.005, update_every="epoch")

@@ -11,8 +11,11 @@ from collections.abc import Iterable
 
 import torch
 
+import math
+
 from sparsernn.sparsity import modes
 from sparsernn.sparsity.masks import PRUNABLE_KINDS, MaskedSparsifier
+from sparsernn.sparsity.registry import METHODS, Method, needs_density
 
 
 class GradualMagnitudePruning(MaskedSparsifier):
@@ -61,3 +64,29 @@ class GradualMagnitudePruning(MaskedSparsifier):
             if excess > 0:
                 self.masking.set(name, modes.magnitude_death(param, self.masking.masks[name], excess))
         self.masking.apply(self.optimizer)
+
+
+def _resolve(config) -> None:
+    """Pruning spans the first 75% of the planned run by default, leaving the rest to recover."""
+    needs_density(config)
+    s, epochs = config.sparsity, config.train.epochs
+    if s.start_epoch is None:
+        s.start_epoch = 1
+    if s.end_epoch is None:
+        s.end_epoch = max(s.start_epoch, math.ceil(0.75 * epochs))
+    if s.end_epoch < s.start_epoch:
+        raise ValueError(f"sparsity.end_epoch ({s.end_epoch}) is before start_epoch ({s.start_epoch})")
+    if s.update_every == "epoch":
+        raise ValueError("sparsity.update_every: gmp prunes every N steps; give a number")
+
+
+def _build(config, steps_per_epoch: int) -> GradualMagnitudePruning:
+    s = config.sparsity
+    return GradualMagnitudePruning(density=s.density, start_step=(s.start_epoch - 1) * steps_per_epoch,
+                                   end_step=s.end_epoch * steps_per_epoch, update_every=s.update_every, init=s.init,
+                                   prunable=s.prunable, seed=config.train.seed)
+
+
+METHODS.register(Method("gmp", "gradual magnitude pruning (Zhu & Gupta 2017): dense to sparse on a cubic schedule",
+                        _build, ("init", "update_every", "start_epoch", "end_epoch"),
+                        {"init": "uniform", "update_every": 100}, _resolve))

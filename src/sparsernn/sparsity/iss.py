@@ -13,28 +13,23 @@ norms, the group-Lasso gradient and compaction all read the same slices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from sparsernn.config import RunConfig, SparsityConfig
+from sparsernn.models.cells import UnitSlice
+from sparsernn.models.lm import count_parameters
+from sparsernn.models.stack import multiply_adds
+from sparsernn.sparsity.registry import METHODS, Method
+
 EPSILON = 1e-8  # ||w|| = sqrt(eps + sum w^2): differentiable at an all-zero group
 
 
-@dataclass(frozen=True)
-class UnitSlice:
-    """Dimension ``dim`` of ``param`` holds ``blocks`` consecutive blocks of layer ``layer``'s H units."""
-
-    param: str
-    dim: int
-    layer: int
-    blocks: int
-    hidden: int
-    is_bias: bool = False
-
-
 def unit_slices(model: nn.Module) -> list[UnitSlice]:
-    """Every parameter dimension indexed by some layer's hidden units, from the recurrent stack."""
+    """Every parameter dimension indexed by some layer's hidden units, from the recurrent stack: each
+    layer's own (its cell type says which), and the input columns of every receiver of its output."""
     if getattr(model.config, "tie_weights", False):
         # the decoder's columns would be the embedding's: removing a unit would change every input
         raise ValueError("ISS needs untied embedding and decoder weights (model.tie_weights is on)")
@@ -42,21 +37,14 @@ def unit_slices(model: nn.Module) -> list[UnitSlice]:
     index = {layer.module: n for n, layer in enumerate(stack)}
     slices: list[UnitSlice] = []
     for n, layer in enumerate(stack):
-        module = model.get_submodule(layer.module)
-        H, G = layer.hidden_size, len(layer.gates)
+        slices += layer.spec.unit_slices(layer.module, model.get_submodule(layer.module), n, layer.hidden_size)
         directions = 2 if layer.bidirectional else 1
-        for name, _ in module.named_parameters():
-            full = f"{layer.module}.{name}"
-            # gate rows of this layer: G blocks of H per direction (each direction's matrix separately)
-            slices.append(UnitSlice(full, 0, n, G, H, is_bias=name.startswith("bias")))
-            if name.startswith("weight_hh"):
-                slices.append(UnitSlice(full, 1, n, 1, H))
         for receiver in layer.receivers:
             target = model.get_submodule(receiver)
-            weights = [f"{receiver}.{p}" for p, _ in target.named_parameters()
-                       if p.startswith("weight_ih") or (receiver not in index and p == "weight")]
-            for full in weights:
-                slices.append(UnitSlice(full, 1, n, directions, H))
+            # a recurrent receiver reads the output through its input weights; any other (the decoder)
+            # is a linear layer whose weight's columns are the output
+            names = stack[index[receiver]].spec.input_weights(target) if receiver in index else ["weight"]
+            slices += [UnitSlice(f"{receiver}.{name}", 1, n, directions, layer.hidden_size) for name in names]
     return slices
 
 
@@ -82,7 +70,7 @@ def group_sq_norms(model: nn.Module, slices: list[UnitSlice] | None = None, bias
         w = model.get_parameter(s.param).detach()
         sq = _unit_view(w.pow(2), s).sum(dim=(0, 1, 3))
         norms[s.layer] = norms[s.layer] + sq
-        if s.dim == 0 and s.param.rpartition(".")[2].startswith("weight_hh"):
+        if s.crosses:
             crossing = w.view(s.blocks, s.hidden, s.hidden).diagonal(dim1=1, dim2=2)
             norms[s.layer] = norms[s.layer] - crossing.pow(2).sum(0)
     return norms
@@ -142,6 +130,22 @@ def compact(model: nn.Module, keep: list[torch.Tensor] | None = None) -> nn.Modu
     return small
 
 
+def compacted_config(config: RunConfig, small: nn.Module) -> RunConfig:
+    """The run config that rebuilds a compacted model: its layer sizes, and dense (its sparsity is gone)."""
+    compacted = config.model_copy(deep=True)
+    compacted.model.hidden_sizes = list(small.hidden_sizes)
+    compacted.model.embedding_size = small.embedding_size
+    compacted.sparsity = SparsityConfig()
+    return compacted
+
+
+def size_summary(model: nn.Module) -> dict[str, Any]:
+    """What compaction changes: hidden sizes, parameters, and multiply-adds per token."""
+    return {"hidden_sizes": list(model.hidden_sizes), "parameters": count_parameters(model),
+            "multiply_adds": multiply_adds(model.recurrent_stack(), model.decoder.in_features,
+                                           model.decoder.out_features)}
+
+
 class GroupLasso:
     """Sparsifier: group Lasso over ISS components (``method: iss``) or plain L1 (``method: l1``).
 
@@ -194,7 +198,7 @@ class GroupLasso:
             shape = [1] * 4
             shape[1], shape[2] = 1, s.hidden
             term = factors[s.layer].view(shape).expand(_unit_view(p, s).shape).reshape(p.shape)
-            if s.dim == 0 and s.param.rpartition(".")[2].startswith("weight_hh"):
+            if s.crosses:
                 term = term.clone()
                 term.view(s.blocks, s.hidden, s.hidden).diagonal(dim1=1, dim2=2).sub_(factors[s.layer])
             scale[s.param] = scale[s.param] + term if s.param in scale else term
@@ -228,3 +232,30 @@ class GroupLasso:
 
     def load_state_dict(self, state: dict) -> None:
         self.removed = [r.to(torch.bool) for r in state["removed"]]
+
+
+# ---- the methods -----------------------------------------------------------------------------------
+
+
+def _resolve(config) -> None:
+    s = config.sparsity
+    if s.density != 1.0:
+        raise ValueError(f"sparsity.method {s.method} learns its sparsity: set lasso_lambda, not density")
+    if s.method == "iss" and config.model.tie_weights:
+        raise ValueError("sparsity.method iss needs model.tie_weights off (decoder columns would be embedding columns)")
+    if s.lasso_lambda is None:
+        raise ValueError(f"sparsity.method {s.method} needs sparsity.lasso_lambda (e.g. --lasso-lambda 0.001)")
+
+
+def _builder(mode: str):
+    def build(config, steps_per_epoch: int) -> GroupLasso:
+        s = config.sparsity
+        return GroupLasso(s.lasso_lambda, s.zero_threshold, s.group_biases, mode)
+
+    return build
+
+
+METHODS.register(Method("iss", "ISS (Wen et al. 2018): group Lasso over intrinsic sparse structures, then compact",
+                        _builder("group"), ("lasso_lambda", "zero_threshold", "group_biases"), resolve=_resolve))
+METHODS.register(Method("l1", "L1 regularisation over the same weights, zeroing below a threshold (unstructured)",
+                        _builder("l1"), ("lasso_lambda", "zero_threshold"), resolve=_resolve))

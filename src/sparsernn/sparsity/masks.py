@@ -20,8 +20,8 @@ MASK_SUFFIX = "_mask"
 def prunable_parameters(model: nn.Module, kinds: Iterable[str] = PRUNABLE_KINDS) -> dict[str, nn.Parameter]:
     """Weight matrices to sparsify, by name; biases stay dense. A tied weight is listed once.
 
-    ``recurrent`` takes every weight_ih/weight_hh of the layers that ``model.recurrent_stack()``
-    describes; ``embedding`` and ``decoder`` take those modules' weights.
+    ``recurrent`` takes every weight matrix of the layers that ``model.recurrent_stack()`` describes
+    (their cell types name them); ``embedding`` and ``decoder`` take those modules' weights.
     """
     kinds = set(kinds)
     unknown = kinds - set(PRUNABLE_KINDS)
@@ -32,8 +32,7 @@ def prunable_parameters(model: nn.Module, kinds: Iterable[str] = PRUNABLE_KINDS)
         names.append("embedding.weight")
     if "recurrent" in kinds:
         for layer in model.recurrent_stack():
-            module = model.get_submodule(layer.module)
-            names += [f"{layer.module}.{n}" for n, _ in module.named_parameters() if n.startswith("weight_")]
+            names += [f"{layer.module}.{n}" for n in layer.spec.weights(model.get_submodule(layer.module))]
     if "decoder" in kinds:
         names.append("decoder.weight")
     params: dict[str, nn.Parameter] = {}

@@ -1,0 +1,101 @@
+"""The Task seam: what is learned and how it is scored. The Trainer runs any Task; it never sees
+tokens, windows or tags.
+
+A Task owns its data (on one device), builds its model, gives the loss of each training batch,
+evaluates a split into named metrics (one of them primary, with the direction that is better),
+supplies the input sequences the Lyapunov engine reads, and states what a checkpoint must carry
+to rebuild its model and to check that it is used with the same data.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from sparsernn.config import ModelConfig
+from sparsernn.registry import Registry
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named evaluation metric and whether lower or higher is better."""
+
+    name: str
+    goal: Literal["min", "max"]
+
+    def better(self, value: float, than: float | None) -> bool:
+        if than is None:
+            return True
+        return value < than if self.goal == "min" else value > than
+
+
+class Task(ABC):
+    """One learning problem. ``kind`` names its checkpoints; ``primary`` is the validation metric that
+    picks the best epoch; ``unit`` is what training throughput counts (tokens)."""
+
+    kind: str
+    description: str
+    primary: Metric
+    unit: str = "tok"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = getattr(cls, "kind", cls.__name__)  # the registry key
+
+    @property
+    @abstractmethod
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one training epoch."""
+
+    @abstractmethod
+    def build_model(self, config: ModelConfig) -> nn.Module:
+        """A freshly initialised model for this task's data."""
+
+    @classmethod
+    @abstractmethod
+    def model_from_meta(cls, config: ModelConfig, meta: dict[str, Any]) -> nn.Module:
+        """The model a checkpoint of this kind describes (its weights are loaded afterwards)."""
+
+    @abstractmethod
+    def training_loss(self, model: nn.Module, epoch: int, step: int) -> tuple[torch.Tensor, int]:
+        """The mean loss of training batch ``step`` (from 0) of ``epoch`` (from 1), with graph, and how
+        many ``unit``s it covers. Batches follow from ``(epoch, step)`` alone, so a resumed run sees
+        the same ones."""
+
+    def loss_metrics(self, loss: float) -> dict[str, float]:
+        """Metrics derived from a mean loss (perplexity for language models)."""
+        return {}
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        """Named metrics of ``model`` on ``split`` ("valid" or "test"), "loss" and the primary among them."""
+
+    @abstractmethod
+    def lyapunov_inputs(self, samples: int, steps: int) -> torch.Tensor:
+        """``(samples, steps)`` input sequences from validation data for the Lyapunov engine."""
+
+    def meta(self) -> dict[str, Any]:
+        """What a checkpoint stores about the data (e.g. the vocabulary)."""
+        return {}
+
+    def check_meta(self, meta: dict[str, Any], path: Path) -> None:
+        """Refuse a checkpoint made on other data (one-line ``CheckpointError`` naming ``path``)."""
+
+    def describe(self) -> str:
+        """One line naming the data, for logs."""
+        return self.kind
+
+    def state_dict(self) -> dict[str, Any]:
+        """Training state carried between batches (e.g. a language model's hidden state)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+TASKS: Registry[type[Task]] = Registry("task")
