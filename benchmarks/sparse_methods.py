@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import read_result, train_run, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
+from sparsernn.sparsity import resolve_method  # noqa: E402
 from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
 
 METHODS = ["dense", "static", "set", "rigl", "snfs", "dsr", "selfish", "gmp"]
@@ -68,7 +69,9 @@ def main() -> None:
         }
         if method == "gmp":  # reach the target one epoch before the end, leaving an epoch to recover
             overrides["sparsity.end_epoch"] = max(1, args.epochs - 1)
-        config = resolve_config("ptb-small", overrides=overrides)
+        if method == "selfish":  # Selfish-RNN trains with SNT-ASGD
+            overrides["optim.name"] = "nt_asgd"
+        config = resolve_method(resolve_config("ptb-small", overrides=overrides))  # recorded as it ran
         result, history = train_run(config, corpus, Path(args.out) / method)
         rows.append({"method": method, "config": config.to_dict(), "val_ppl": result["val_ppl"],
                      "test_ppl": result["test_ppl"], "density": result["density"],

@@ -62,6 +62,8 @@ def make_trainer(method: str, corpus: Corpus, steps: int, device: str) -> Traine
                  "sparsity.density": 1.0 if method == "dense" else 0.33}
     if method == "gmp":
         overrides.update({"sparsity.start_epoch": 1, "sparsity.end_epoch": 10})
+    if method == "selfish":  # Selfish-RNN trains with SNT-ASGD
+        overrides["optim.name"] = "nt_asgd"
     return Trainer(resolve_config("ptb-small", overrides=overrides), corpus)
 
 

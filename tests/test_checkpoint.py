@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -67,3 +69,30 @@ def test_plain_safetensors_without_our_metadata_is_refused(tmp_path):
     save_file({"w": torch.ones(2)}, tmp_path / "plain.safetensors")
     with pytest.raises(CheckpointError, match="without sparsernn metadata"):
         checkpoint.load(tmp_path / "plain.safetensors")
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "v0.1"  # written by sparsernn 0.1 (a 6x5 RigL LSTM LM)
+
+
+def test_a_model_saved_by_version_0_1_still_loads_and_scores_the_same():
+    from sparsernn.data import batchify, load_corpus
+    from sparsernn.runs import load_model
+    from sparsernn.tasks.lm import evaluate
+
+    model, config, vocab, meta = load_model(FIXTURE / "best.safetensors")
+    corpus = load_corpus(FIXTURE / "corpus")
+    assert vocab == corpus.vocab and config.sparsity.method == "rigl" and model.hidden_sizes == [6, 5]
+    loss = evaluate(model, batchify(corpus.valid, config.data.eval_batch_size), config.data.bptt)
+    assert loss == pytest.approx(2.5721065479776133, rel=1e-12)  # the valid loss 0.1 recorded
+
+
+def test_a_resume_state_from_version_0_1_is_refused_in_one_line(tmp_path):
+    import shutil
+
+    from sparsernn.data import load_corpus
+    from sparsernn.train import Trainer
+
+    shutil.copy(FIXTURE / "last.safetensors", tmp_path / "last.safetensors")
+    with pytest.raises(CheckpointError, match=r"last\.safetensors: resume state from sparsernn 0\.1") as info:
+        Trainer.open(tmp_path, load_corpus(FIXTURE / "corpus"))
+    assert "\n" not in str(info.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -89,6 +90,11 @@ def test_run_killed_mid_epoch_resumes_to_the_same_perplexity(synthetic_dir, tmp_
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"{ours[-1]['test_ppl']:.2f}" in evaluated.stdout and f"{ours[-1]['val_ppl']:.2f}" in evaluated.stdout
     assert "--resume" in one_line_error(run_cli(*args, "--out", str(run)))
+    # a finished run says so; a resume may not change what the run computes
+    again = run_cli("train", "--resume", str(run))
+    assert again.returncode == 0 and "the run is complete (2 of 2 epochs)" in again.stderr
+    assert "train.epochs: cannot change when resuming" in one_line_error(run_cli("train", "--resume", str(run),
+                                                                                  "--epochs", "3"))
 
 
 def test_without_any_corpus_the_generated_one_is_used_and_said(tmp_path):
@@ -133,10 +139,18 @@ def test_sparse_training_iss_compaction_and_lyapunov_from_the_command_line(synth
                         "--plots", str(tmp_path / "plots"))
     assert compacted.returncode == 0, compacted.stderr
     assert "mult-adds" in compacted.stdout and (tmp_path / "plots" / "zero_pattern.png").is_file()
-    before = run_cli("eval", str(tmp_path / "iss"))
-    after = run_cli("eval", str(tmp_path / "small.safetensors"))
-    assert after.returncode == 0, after.stderr
-    assert before.stdout.splitlines()[-3:] == after.stdout.splitlines()[-3:]  # same perplexities
+    from sparsernn.data import batchify, load_corpus
+    from sparsernn.runs import load_model
+    from sparsernn.tasks.lm import evaluate
+
+    iss_model, config, *_ = load_model(tmp_path / "iss")
+    small, *_ = load_model(tmp_path / "small.safetensors")
+    assert sum(small.hidden_sizes) < sum(iss_model.hidden_sizes)  # ISS removed units
+    valid = batchify(load_corpus(synthetic_dir).valid, config.data.eval_batch_size)
+    before, after = evaluate(iss_model, valid, config.data.bptt), evaluate(small, valid, config.data.bptt)
+    assert math.exp(after) == pytest.approx(math.exp(before), abs=1e-4)  # compacted computes the same model
+    shown = run_cli("eval", str(tmp_path / "small.safetensors"), "--split", "valid")
+    assert shown.returncode == 0 and f"{math.exp(after):.2f}" in shown.stdout, shown.stderr
 
     spectra = run_cli("lyapunov", str(tmp_path / "rigl"), str(tmp_path / "small.safetensors"), "--samples", "3",
                       "--steps", "20", "--k", "8", "--out", str(tmp_path / "ls.json"), "--plot", str(tmp_path / "ls.png"))

@@ -182,9 +182,10 @@ def resume_config(run: RunDir, overrides: dict[str, Any] | None = None) -> Resum
     config = validate(data, f"{run / LAST} config + overrides")
     before, after = flatten_fields(stored.to_dict()), flatten_fields(config.to_dict())
     changed = {name: (before[name], after[name]) for name in after if before.get(name) != after[name]}
-    for name in changed:
-        if name not in SAFE_ON_RESUME:
-            raise ConfigError(f"{name}: cannot change when resuming {run} (it would no longer continue the same run; "
-                              f"was {before[name]!r}, asked {after[name]!r}); on resume only "
-                              f"{', '.join(SAFE_ON_RESUME)} may change")
+    refused = sorted((name for name in changed if name not in SAFE_ON_RESUME), key=lambda n: n != "train.epochs")
+    if refused:  # the horizon first: other fields (a DST stop epoch) may only follow from it
+        name = refused[0]
+        raise ConfigError(f"{name}: cannot change when resuming {run} (it would no longer continue the same run; "
+                          f"was {before[name]!r}, asked {after[name]!r}); on resume only "
+                          f"{', '.join(SAFE_ON_RESUME)} may change")
     return Resumption(config, changed)

@@ -11,8 +11,6 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from sparsernn.sparsity.registry import METHODS, Method
-
 
 @runtime_checkable
 class Sparsifier(Protocol):
@@ -31,34 +29,3 @@ class Sparsifier(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class Dense:
-    """No sparsity: every hook does nothing."""
-
-    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        pass
-
-    def after_backward(self) -> None:
-        pass
-
-    def after_step(self) -> None:
-        pass
-
-    def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-
-def _dense_resolve(config) -> None:
-    if config.sparsity.density != 1.0:
-        raise ValueError("sparsity.density < 1 needs a sparse method (sparsity.method)")
-
-
-METHODS.register(Method("dense", "no sparsity: every weight trained", lambda config, steps: Dense(),
-                        resolve=_dense_resolve))
