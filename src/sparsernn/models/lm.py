@@ -65,12 +65,6 @@ class RNNLanguageModel(nn.Module):
         spec = CELLS[self.cell]
         return [spec.zero_state(batch_size, h, self.decoder.weight) for h in self.hidden_sizes]
 
-    def state_from_tensors(self, tensors: list[torch.Tensor]) -> list[LayerState]:
-        """Inverse of ``state_tensors``: the per-layer state from its flat list of tensors."""
-        spec = CELLS[self.cell]
-        n = spec.state_tensors
-        return [spec.unflatten_state(tuple(tensors[i:i + n])) for i in range(0, len(tensors), n)]
-
     def forward(self, tokens: torch.Tensor, state: list[LayerState]) -> tuple[torch.Tensor, list[LayerState]]:
         x = self.dropout(self.embedding(tokens))
         new_state = []
@@ -84,11 +78,6 @@ class RNNLanguageModel(nn.Module):
 def detach_state(state: list[LayerState]) -> list[LayerState]:
     """Cut the graph between BPTT windows while carrying the values across."""
     return [tuple(t.detach() for t in s) if isinstance(s, tuple) else s.detach() for s in state]
-
-
-def state_tensors(state: list[LayerState]) -> list[torch.Tensor]:
-    """The state as a flat list of tensors (for checkpoints)."""
-    return [t for s in state for t in (s if isinstance(s, tuple) else (s,))]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -111,12 +111,6 @@ class Cell(ABC):
         zeros = tuple(like.new_zeros(directions, batch, hidden) for _ in range(self.state_tensors))
         return zeros if self.state_tensors > 1 else zeros[0]
 
-    def flatten_state(self, state: LayerState) -> tuple[torch.Tensor, ...]:
-        return tuple(state) if self.state_tensors > 1 else (state,)
-
-    def unflatten_state(self, tensors: tuple[torch.Tensor, ...]) -> LayerState:
-        return tuple(tensors) if self.state_tensors > 1 else tensors[0]
-
     # ---- the dynamics ----------------------------------------------------------------------------
 
     def state_size(self, hidden: int, mode: str = "hc") -> int:
