@@ -72,3 +72,33 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
     return subprocess.run(
         [sys.executable, "-m", "sparsernn", *args], capture_output=True, text=True, env=full_env, timeout=timeout
     )
+
+
+class CliResult:
+    def __init__(self, code: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = code, stdout, stderr
+
+    def one_line_error(self, code: int = 2) -> str:
+        """The single ``error: ...`` line a failing command must end with (and nothing else on stderr)."""
+        assert self.returncode == code, (self.returncode, self.stderr)
+        lines = self.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), self.stderr
+        return lines[0]
+
+
+def cli_in_process(*args: str) -> CliResult:
+    """The command line run in this process (milliseconds, not the seconds of a new interpreter);
+    an exception that escapes it is a bug the test reports with its traceback."""
+    import contextlib
+    import io
+
+    from sparsernn.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return CliResult(code, out.getvalue(), err.getvalue())

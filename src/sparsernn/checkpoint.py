@@ -11,8 +11,6 @@ the metadata is written beside it for people and tools.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,33 +20,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from sparsernn.errors import CheckpointError
+from sparsernn.files import atomic_write_bytes, atomic_write_text
 
 FORMAT = "sparsernn-checkpoint/1"
 _META_KEY = "sparsernn"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def pack(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -146,6 +121,10 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str
     except (SafetensorError, ValueError):
         raise CheckpointError(f"{path}: not a safetensors file") from None
     meta = _metadata(path, raw)
+    for name, tensor in tensors.items():  # a diverged or corrupted model is refused, never evaluated
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{path}: tensor {name} holds {bad} non-finite value(s) (NaN or inf)")
     tensors = {k: v.to(device) for k, v in tensors.items()}
     for alias, target in meta.get("aliases", {}).items():
         tensors[alias] = tensors[target]

@@ -116,6 +116,20 @@ def option_value(option: str, text: str) -> Any:
     return scalar(text)
 
 
+def _check_option(option: str, text: Any, value: Any) -> None:
+    """The option's own value checked against its field alone, so a bad one is named by its option."""
+    from sparsernn.config import validate
+    from sparsernn.errors import ConfigError
+
+    section, name = TRAIN_OPTION_FIELDS[option].split(".")
+    try:
+        validate({section: {name: value}}, "")
+    except ConfigError as exc:
+        problem = str(exc).removeprefix(": ")
+        if problem.startswith(f"{section}.{name}"):  # not a problem of the defaults it was checked with
+            raise SparsernnError(f"{option} {text!r}: {problem}") from None
+
+
 def _train_option(option: str, dotted: str) -> inspect.Parameter:
     """A ``train`` parameter for one config field, with the field's description as its help."""
     info = _field(dotted)
@@ -167,6 +181,7 @@ def _train(
         value = fields[option[2:].replace("-", "_")]
         if value is not None:
             overrides[dotted] = value if isinstance(value, bool) else option_value(option, value)
+            _check_option(option, value, overrides[dotted])
     if sparsity is not None:
         if "sparsity.density" in overrides:
             raise SparsernnError("give --density or --sparsity, not both")
@@ -187,10 +202,17 @@ def _train(
         run = RunDir(out_dir or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
         if run.has_run:
             raise SparsernnError(f"{run}: holds a run already; continue it with --resume {run} or pick another --out")
-    cfg = resolve_method(cfg)
+    try:
+        cfg = resolve_method(cfg)
+    except SparsernnError as exc:  # name the option when the field came from one
+        options = {dotted: option for option, dotted in TRAIN_OPTION_FIELDS.items()
+                   if fields[option[2:].replace("-", "_")] is not None}
+        field = str(exc).partition(":")[0]
+        raise SparsernnError(f"{options[field]}: {exc}" if field in options else str(exc)) from None
     if print_config:
         out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return
+    run.create()  # before any work: a run directory that cannot be made is the first thing to say
     reporter = default_reporter()
     corpus_dir, note = resolve_lm_dir(cfg.data.dir)
     if note:
@@ -294,6 +316,9 @@ def lyapunov(
     basis: Annotated[str, typer.Option(help="layers: one basis per layer (exact union, faster); "
                                             "stack: one basis for the whole state (the public code's estimate)")] = "layers",
     qr_every: Annotated[int, typer.Option(help="re-orthonormalise every s steps")] = 1,
+    orthonormalization: Annotated[str, typer.Option(
+        help="householder: QR every time; cholesky: CholeskyQR2 (GEMM-bound), Householder where it breaks down")
+    ] = "householder",
     float32: Annotated[bool, typer.Option("--float32/--float64", help="arithmetic precision")] = False,
     log_base: Annotated[str, typer.Option(help="e or 2")] = "e",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -310,7 +335,8 @@ def lyapunov(
     from sparsernn.train import resolve_device
 
     for option, value, allowed in (("--state", state, ("hc", "h")), ("--basis", basis, ("layers", "stack")),
-                                   ("--log-base", log_base, ("e", "2"))):
+                                   ("--log-base", log_base, ("e", "2")),
+                                   ("--orthonormalization", orthonormalization, ("householder", "cholesky"))):
         if value not in allowed:
             raise SparsernnError(f"{option}: expected {' or '.join(allowed)}, got {value!r}")
     for option, value in (("--samples", samples), ("--steps", steps), ("--qr-every", qr_every)):
@@ -323,24 +349,28 @@ def lyapunov(
         try:
             sequences = task.lyapunov_inputs(samples, steps)
             spectrum = lyapunov_spectrum(model, sequences, k=k, state=state, basis=basis, warmup=warmup,
-                                         qr_every=qr_every,
+                                         qr_every=qr_every, orthonormalization=orthonormalization,
                                          dtype=torch.float32 if float32 else torch.float64,
                                          log_base=math.e if log_base == "e" else 2.0)
         except ValueError as exc:
             raise SparsernnError(f"{path}: {exc}") from None
         spectra[str(ckpt)] = spectrum
+        if spectrum.fallbacks:
+            err.print(f"note: {path}: CholeskyQR2 broke down (ill-conditioned J Q) at {spectrum.fallbacks} step(s); "
+                      f"Householder QR was used there", soft_wrap=True)
     table = Table(title=f"Lyapunov spectra: K={samples}, T={steps}, warm-up {warmup}, state {state}, basis {basis}")
-    for column in ("model", "exponents", "max", "mean", "variance", "positive"):
+    for column in ("model", "exponents", "max", "mean", "variance", "positive", "-inf"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for label, spectrum in spectra.items():
         f = spectrum.features
-        table.add_row(label, str(spectrum.exponents.numel()), f"{f['max']:.4f}", f"{f['mean']:.4f}",
-                      f"{f['variance']:.4f}", str(f["num_positive"]))
+        stats = ["-" if f[name] is None else f"{f[name]:.4f}" for name in ("max", "mean", "variance")]
+        table.add_row(label, str(spectrum.exponents.numel()), *stats, str(f["num_positive"]), str(f["num_minus_inf"]))
     out.print(table)
     if out_json is not None:
-        from sparsernn.checkpoint import atomic_write_text
+        from sparsernn.files import atomic_write_text
 
-        atomic_write_text(out_json, json.dumps({label: s.to_dict() for label, s in spectra.items()}, indent=1))
+        atomic_write_text(out_json, json.dumps({label: s.to_dict() for label, s in spectra.items()}, indent=1,
+                                               allow_nan=False))
     if plot is not None:
         from sparsernn.plots import plot_spectra
 
@@ -357,12 +387,16 @@ def compact(
     """Remove every all-zero ISS component: a smaller dense model of plain nn.LSTM/nn.Linear modules."""
     from sparsernn.runs import load_model, model_path, save_model
     from sparsernn.sparsity.iss import compact as compact_model
-    from sparsernn.sparsity.iss import compacted_config, size_summary
+    from sparsernn.errors import Failure
+    from sparsernn.sparsity.iss import compacted_config, nothing_to_remove, removable_units, size_summary
 
     path = model_path(ckpt)
     model, cfg, _, meta = load_model(path)
     try:
-        small = compact_model(model)
+        removable = removable_units(model)
+        if not any(bool(units.any()) for units in removable):
+            raise Failure(f"{path}: {nothing_to_remove(model, cfg.sparsity.zero_threshold)}")
+        small = compact_model(model, [~units for units in removable])
     except ValueError as exc:
         raise SparsernnError(f"{path}: {exc}") from None
     before, after = size_summary(model), size_summary(small)
@@ -459,9 +493,26 @@ def _root(version: Annotated[bool, typer.Option("--version", help="print the ver
         raise typer.Exit()
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
+    """The command line: every problem ends in one line on stderr, ``error: ...``, and its exit code
+    (2 for bad input or usage, 1 for work that failed)."""
     try:
-        app()
+        code = app(args=args, prog_name="sparsernn", standalone_mode=False)
     except SparsernnError as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(exc), exc.exit_code)
+    except Exception as exc:
+        # usage errors of the command-line parser (unknown option, missing argument, not a number):
+        # the parser's exceptions carry their one-line message and exit code
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        if not exc.format_message():  # help shown for a bare command: nothing went wrong
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _fail(f"{exc.format_message()}{hint}", exc.exit_code)
+    sys.exit(code or 0)
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"error: {' '.join(message.split())}", highlight=False, markup=False, soft_wrap=True)
+    sys.exit(code)

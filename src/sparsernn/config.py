@@ -61,7 +61,7 @@ class ModelConfig(_Section):
     @classmethod
     def _positive_sizes(cls, sizes: list[int]) -> list[int]:
         if any(h <= 0 for h in sizes):
-            raise ValueError(f"every hidden size must be positive, got {sizes}")
+            raise ValueError("every hidden size must be positive")
         return sizes
 
     @model_validator(mode="after")
@@ -221,8 +221,8 @@ def validate(data: dict[str, Any], source: str = "config") -> RunConfig:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
         given = err.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {given!r})"
         msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        shown = "" if isinstance(given, dict) or repr(given) in msg else f" (got {given!r})"
         raise ConfigError(f"{source}: {field + ': ' if field else ''}{msg}{shown}") from None
 
 

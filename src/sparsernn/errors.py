@@ -1,14 +1,17 @@
 """Errors a user can act on.
 
 Every error raised for bad input is a ``SparsernnError`` whose message is one line naming the
-file or field and what was expected; the CLI prints it without a traceback and exits with 2.
+file or field and what was expected; the CLI prints it without a traceback and exits with the
+error's ``exit_code``: 2 for bad input, 1 for a run that failed.
 """
 
 from __future__ import annotations
 
 
 class SparsernnError(Exception):
-    """Base class of errors caused by user input (files, configs, checkpoints)."""
+    """Base class of errors caused by user input (files, configs, checkpoints): exit code 2."""
+
+    exit_code = 2
 
 
 class DataError(SparsernnError):
@@ -21,3 +24,13 @@ class ConfigError(SparsernnError):
 
 class CheckpointError(SparsernnError):
     """A checkpoint is missing, incomplete or does not match what it is used with."""
+
+
+class Failure(SparsernnError):
+    """The input was fine but the work could not be done (exit code 1)."""
+
+    exit_code = 1
+
+
+class TrainingDiverged(Failure):
+    """Training produced a non-finite loss."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,8 +24,9 @@ def plot_spectra(spectra: dict[str, Spectrum], path: str | Path, title: str = "L
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for label, spectrum in spectra.items():
-        e = spectrum.exponents.numpy()
-        ax.plot(range(1, len(e) + 1), e, label=f"{label} (max {e[0]:.3f}, mean {e.mean():.3f})", lw=1.4)
+        e, f = spectrum.exponents.numpy(), spectrum.features  # -inf exponents are not drawn
+        stats = "no finite exponent" if f["max"] is None else f"max {f['max']:.3f}, mean {f['mean']:.3f}"
+        ax.plot(range(1, len(e) + 1), e, label=f"{label} ({stats})", lw=1.4)
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")
     unit = "nats" if next(iter(spectra.values())).log_base != 2 else "bits"
     ax.set_xlabel("exponent index")
@@ -71,8 +73,11 @@ def plot_group_norms(norms: dict[str, object], path: str | Path) -> Path:
 
 
 def _save(fig, plt, path: str | Path) -> Path:
+    from sparsernn.files import atomic_write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())  # one-line error if it cannot be written; never half a PNG
     return path

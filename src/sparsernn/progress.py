@@ -80,8 +80,12 @@ class ConsoleReporter:
             self._progress = None
 
     def message(self, text: Any) -> None:
-        self.console.print(text)
+        # a line stays one line in a log file (no wrapping at 80 columns, no cut paths)
+        self.console.print(text, soft_wrap=isinstance(text, str))
 
 
 def default_reporter() -> Reporter:
-    return ConsoleReporter(Console(stderr=True, file=sys.stderr))
+    console = Console(stderr=True, file=sys.stderr)
+    if not console.is_terminal:  # a log file: tables as wide as they need, not 80 columns
+        console = Console(stderr=True, file=sys.stderr, width=200)
+    return ConsoleReporter(console)

@@ -10,6 +10,7 @@ Layout::
     results.json         final numbers, once the run has trained its planned length
     sparsity.json        density report at the start and end of a masked run
     changes.jsonl        settings changed when the run was resumed, and from which epoch
+    failed.json          why the run stopped, when its numbers stopped being finite
 
 A model checkpoint holds the model's state dict under ``model.`` and metadata: its ``kind`` (the
 task that trained it, which knows how to rebuild the model), the run config and the task's data
@@ -30,6 +31,7 @@ from torch import nn
 from sparsernn import checkpoint
 from sparsernn.config import RunConfig, validate
 from sparsernn.errors import CheckpointError, ConfigError
+from sparsernn.files import atomic_write_text, ensure_directory
 from sparsernn.sparsity.masks import strip_masks
 from sparsernn.tasks import TASKS
 
@@ -40,6 +42,7 @@ LAST = "last.safetensors"
 RESULTS = "results.json"
 SPARSITY = "sparsity.json"
 CHANGES = "changes.jsonl"
+FAILED = "failed.json"
 
 # Settings a resumed run may change: where it runs and how it reports, never what it computes.
 SAFE_ON_RESUME = ("data.dir", "train.device", "train.log_interval", "train.checkpoint_every")
@@ -58,12 +61,7 @@ class RunDir:
         return str(self.path)
 
     def create(self) -> None:
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise ConfigError(f"{self.path}: cannot create the run directory (a parent is a file)") from None
-        except OSError as exc:
-            raise ConfigError(f"{self.path}: cannot create the run directory ({exc.strerror})") from None
+        ensure_directory(self.path)
 
     @property
     def has_run(self) -> bool:
@@ -71,7 +69,7 @@ class RunDir:
         return (self.path / LAST).is_file()
 
     def write_config(self, config: RunConfig) -> None:
-        checkpoint.atomic_write_text(self.path / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        atomic_write_text(self.path / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     # ---- metrics and results -----------------------------------------------------------------
 
@@ -80,7 +78,7 @@ class RunDir:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
     def write_records(self, records: list[dict[str, Any]]) -> None:
-        checkpoint.atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in records))
+        atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in records))
 
     def append_record(self, record: dict[str, Any]) -> None:
         with open(self.path / METRICS, "a", encoding="utf-8") as handle:
@@ -91,7 +89,7 @@ class RunDir:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def write_json(self, name: str, value: Any) -> None:
-        checkpoint.atomic_write_text(self.path / name, json.dumps(value, indent=1) + "\n")
+        atomic_write_text(self.path / name, json.dumps(value, indent=1) + "\n")
 
     def results(self) -> dict[str, Any] | None:
         return self.read_json(RESULTS)

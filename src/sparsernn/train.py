@@ -10,6 +10,7 @@ never stopped. The test split is scored only when asked for (``fit(test=True)``)
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from collections.abc import Callable
@@ -23,11 +24,11 @@ from torch import nn
 from sparsernn import checkpoint
 from sparsernn.config import OptimConfig, RunConfig
 from sparsernn.data.lm import Corpus
-from sparsernn.errors import CheckpointError, ConfigError
+from sparsernn.errors import CheckpointError, ConfigError, TrainingDiverged
 from sparsernn.models.lm import count_parameters
 from sparsernn.optim import NTASGD
 from sparsernn.progress import Reporter, SilentReporter
-from sparsernn.runs import BEST, LAST, RESULTS, SPARSITY, RunDir, flatten_fields, resume_config, save_model
+from sparsernn.runs import BEST, FAILED, LAST, RESULTS, SPARSITY, RunDir, flatten_fields, resume_config, save_model
 from sparsernn.sparsity import Sparsifier, build_sparsifier, resolve_method
 from sparsernn.sparsity.masks import strip_masks
 from sparsernn.sparsity.report import density_report, density_table
@@ -79,6 +80,12 @@ def seed_everything(seed: int) -> None:
 
 
 EpochCallback = Callable[[dict[str, Any]], None]
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class Trainer:
@@ -187,13 +194,18 @@ class Trainer:
             window_units += units
             self.step_in_epoch += 1
             step = self.step_in_epoch
-            if step % cfg.train.log_interval == 0 or step == self.steps_per_epoch:
+            every = cfg.train.checkpoint_every
+            saving = bool(every) and step % every == 0 and step < self.steps_per_epoch and self.run is not None
+            if step % cfg.train.log_interval == 0 or step == self.steps_per_epoch or saving:
+                # the running loss is read here, not every step (no device sync per step); a non-finite
+                # one stops the run before anything is saved from it
                 mean = self.epoch_loss.item() / self.epoch_units
+                if not math.isfinite(mean):
+                    self._diverged(f"training loss became {mean} in epoch {epoch}, by step {step}")
                 elapsed = time.perf_counter() - started
                 self.reporter.update(step, {"loss": mean, **self.task.loss_metrics(min(mean, 50.0)),
                                             rate: window_units / max(elapsed, 1e-9)})
-            every = cfg.train.checkpoint_every
-            if every and step % every == 0 and step < self.steps_per_epoch and self.run is not None:
+            if saving:
                 self.epoch_seconds += time.perf_counter() - started
                 started, window_units = time.perf_counter(), 0
                 self.save_resume()
@@ -239,9 +251,12 @@ class Trainer:
         if self.epoch == 1 and self.step_in_epoch == 0:
             self._report_sparsity("start")
         primary = self.task.primary
+        started, first = time.perf_counter(), self.epoch
         while self.epoch <= stop:
             record = self.train_epoch()
             valid = self.evaluate_split("valid")
+            if not math.isfinite(valid["loss"]):
+                self._diverged(f"validation loss is {valid['loss']} after epoch {self.epoch}")
             record.update({f"val_{name}": value for name, value in valid.items()})
             if isinstance(self.optimizer, NTASGD) and self.optimizer.observe(valid["loss"]):
                 self.reporter.message(f"epoch {self.epoch}: validation stalled; averaging weights from now on")
@@ -250,10 +265,13 @@ class Trainer:
             score = valid[primary.name]
             improved = primary.better(score, self.best_score)
             record["best"] = improved
+            # time left: this call's mean wall time per epoch (training and validation) for what remains
+            left = (time.perf_counter() - started) / (self.epoch + 1 - first) * (stop - self.epoch)
             self.reporter.message(
                 f"epoch {self.epoch:3d}/{self.horizon} | lr {record['lr']:.4g} | train loss {record['train_loss']:.3f} | "
                 f"valid {primary.name} {score:.4g} | {record['tokens_per_s']:,.0f} {self.task.unit}/s"
-                + (" | best" if improved else "")
+                + (f" | {state}" if (state := self.sparsifier.describe()) else "")
+                + (f" | {_duration(left)} left" if self.epoch < stop else "") + (" | best" if improved else "")
             )
             self.history.append(record)
             if improved:
@@ -269,6 +287,17 @@ class Trainer:
         if self.complete:
             return self._finish(test)
         return self.summary()
+
+    def _diverged(self, reason: str) -> None:
+        """Stop a run whose numbers stopped being finite: the last good checkpoint stays, and the run
+        directory records why (``failed.json``; a search marks such a candidate failed)."""
+        if self.run is not None:
+            self.run.write_json(FAILED, {"reason": reason, "epoch": self.epoch, "step": self.step_in_epoch})
+        where = ""
+        if self.run is not None:
+            where = (f"; {self.run} keeps its last good checkpoint" if self.run.has_run
+                     else f"; no checkpoint was saved before, in {self.run}")
+        raise TrainingDiverged(f"{reason}: training diverged (try a smaller learning rate or clip){where}")
 
     def summary(self) -> dict[str, Any]:
         """Where the run stands: epochs trained, whether it is complete, and the best epoch's validation."""
@@ -316,7 +345,8 @@ class Trainer:
             self._report_sparsity("end")
         shown = " | ".join(f"{split} {self.task.primary.name} {result[f'{split}_{self.task.primary.name}']:.2f}"
                            for split in ("val", "test") if f"{split}_{self.task.primary.name}" in result)
-        self.reporter.message(f"best epoch {result['best_epoch']} | {shown}")
+        state = self.sparsifier.describe()
+        self.reporter.message(f"best epoch {result['best_epoch']} | {shown}" + (f" | at the end: {state}" if state else ""))
         if self.run is not None:
             self.run.append_record(result)
             self.run.write_json(RESULTS, result)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from sparsernn.errors import DataError
+from sparsernn.files import atomic_write_bytes
 
 PTB_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
 # The archive's member paths end with these names (``./simple-examples/data/ptb.train.txt``).
@@ -83,8 +82,7 @@ def download_ptb(
     each file lands atomically: an interrupted download leaves no partial corpus behind.
     """
     dest = Path(dest).expanduser()
-    dest.mkdir(parents=True, exist_ok=True)
-    payload = _fetch(url, progress)
+    payload = _fetch(url, progress)  # nothing is created before the archive is in hand and verified
     try:
         archive = tarfile.open(fileobj=io.BytesIO(payload), mode="r:*")
     except tarfile.TarError:
@@ -101,8 +99,5 @@ def download_ptb(
         if digest != expected[name]:
             raise DataError(f"{url}: {name} has SHA-256 {digest[:12]}..., expected {expected[name][:12]}...")
     for name, data in contents.items():
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, dest / name)
+        atomic_write_bytes(dest / name, data)
     return dest

@@ -109,10 +109,10 @@ def encode(lines: Sequence[Sequence[str]], vocab: Vocabulary, path: Path) -> tor
 def check_known_file(path: Path) -> None:
     """A file named like a standard PTB file must be that file, so results stay comparable."""
     want = PTB_SHA256.get(path.name)
-    if want is not None and sha256_file(path) != want:
+    if want is not None and (got := sha256_file(path)) != want:
         raise DataError(
-            f"{path}: SHA-256 does not match the standard PTB {path.name}; "
-            f"name a different corpus train.txt/valid.txt/test.txt"
+            f"{path}: not the standard PTB {path.name} (SHA-256 {got[:12]}..., expected {want[:12]}...); "
+            f"a modified or other corpus must name its files train.txt, valid.txt and test.txt"
         )
 
 
@@ -122,12 +122,13 @@ def load_corpus(directory: str | Path) -> Corpus:
     if not directory.is_dir():
         raise DataError(f"{directory}: corpus directory not found")
     paths = {split: find_split_file(directory, split) for split in SPLITS}
-    for path in paths.values():
-        check_known_file(path)
     lines = {split: read_lines(path) for split, path in paths.items()}
     counts: Counter[str] = Counter(word for line in lines["train"] for word in line)
     vocab = Vocabulary.from_counts(counts)
+    # an unknown word is named with its line before a PTB-named file's checksum is compared
     streams = {split: encode(lines[split], vocab, paths[split]) for split in SPLITS}
+    for path in paths.values():
+        check_known_file(path)
     return Corpus(directory=directory, vocab=vocab, **streams)
 
 

@@ -52,21 +52,30 @@ class Spectrum:
     log_base: float = math.e
     steps: int = 0
     samples: int = 0
+    orthonormalization: str = "householder"
+    fallbacks: int = 0  # steps where CholeskyQR2 broke down and Householder QR was used instead
 
     @property
-    def features(self) -> dict[str, float]:
+    def features(self) -> dict[str, float | int | None]:
+        """Max, mean and variance over the finite exponents; ``num_minus_inf`` counts the exponents that
+        are -inf (a direction that collapses to exactly zero, e.g. a dead ReLU unit). With no finite
+        exponent the three statistics are None."""
         e = self.exponents
-        return {
-            "max": float(e.max()),
-            "mean": float(e.mean()),
-            "variance": float(e.var(unbiased=False)),
-            "num_positive": int((e > 0).sum()),
-        }
+        finite = e[torch.isfinite(e)]
+        stats = {"max": None, "mean": None, "variance": None}
+        if finite.numel():
+            stats = {"max": float(finite.max()), "mean": float(finite.mean()),
+                     "variance": float(finite.var(unbiased=False))}
+        return {**stats, "num_positive": int((e > 0).sum()), "num_minus_inf": int(torch.isneginf(e).sum()),
+                "num_nan": int(torch.isnan(e).sum())}
 
     def to_dict(self) -> dict:
+        """Strict JSON: non-finite exponents are null (counted in the features)."""
         return {
-            "exponents": self.exponents.tolist(),
+            "exponents": [x if math.isfinite(x) else None for x in self.exponents.tolist()],
             "features": self.features,
+            "orthonormalization": self.orthonormalization,
+            "fallbacks": self.fallbacks,
             "state": self.state,
             "basis": self.basis,
             "log_base": "e" if self.log_base == math.e else self.log_base,
@@ -75,26 +84,33 @@ class Spectrum:
         }
 
 
-def _orthonormalize(matrix: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """QR of a batch ``(K, n, k)``; returns ``(Q, |diag R|)``."""
+def _orthonormalize(matrix: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """QR of a batch ``(K, n, k)``; returns ``(Q, |diag R|, whether CholeskyQR2 fell back to Householder)``."""
+    if method == "cholesky":
+        try:
+            return (*_cholesky_qr2(matrix), False)
+        except torch.linalg.LinAlgError:  # A^T A not numerically positive definite: ill-conditioned J Q
+            return (*_orthonormalize(matrix, "householder")[:2], True)
     if method == "householder":
         # linalg.qr, unrolled: geqrf keeps R in the upper triangle of its result (no triu copy of R)
         # and Q is formed in place over the reflectors (LAPACK's orgqr is in place; no copy)
         reflectors, tau = torch.geqrf(matrix)
         growth = reflectors.diagonal(dim1=-2, dim2=-1).abs()
-        return torch.linalg.householder_product(reflectors, tau, out=reflectors), growth
-    if method == "cholesky":
-        # CholeskyQR2: two rounds of Q = A R^-1 with R = chol(A^T A); GEMM-bound, accurate when A is
-        # well conditioned (one step of a Jacobian applied to an orthonormal basis usually is).
-        q, diag = matrix, None
-        for _ in range(2):
-            gram = q.transpose(-2, -1) @ q
-            r = torch.linalg.cholesky(gram, upper=True)
-            q = torch.linalg.solve_triangular(r, q, upper=True, left=False)
-            d = r.diagonal(dim1=-2, dim2=-1).abs()
-            diag = d if diag is None else diag * d
-        return q, diag
-    raise ValueError(f"unknown orthonormalisation {method!r}")
+        return torch.linalg.householder_product(reflectors, tau, out=reflectors), growth, False
+    raise ValueError(f"orthonormalization must be 'householder' or 'cholesky', got {method!r}")
+
+
+def _cholesky_qr2(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CholeskyQR2: two rounds of Q = A R^-1 with R = chol(A^T A); GEMM-bound, accurate when A is
+    well conditioned (one step of a Jacobian applied to an orthonormal basis often is, not always)."""
+    q, diag = matrix, None
+    for _ in range(2):
+        gram = q.transpose(-2, -1) @ q
+        r = torch.linalg.cholesky(gram, upper=True)
+        q = torch.linalg.solve_triangular(r, q, upper=True, left=False)
+        d = r.diagonal(dim1=-2, dim2=-1).abs()
+        diag = d if diag is None else diag * d
+    return q, diag
 
 
 @torch.no_grad()
@@ -125,6 +141,8 @@ def lyapunov_spectrum(
         raise ValueError(f"basis must be 'layers' or 'stack', got {basis!r}")
     if qr_every < 1:
         raise ValueError("qr_every must be >= 1")
+    if orthonormalization not in ("householder", "cholesky"):
+        raise ValueError(f"orthonormalization must be 'householder' or 'cholesky', got {orthonormalization!r}")
     layers = stack_params(model, dtype)
     device = layers[0].w_hh.device
     if sequences.dtype in (torch.int64, torch.int32):
@@ -150,6 +168,7 @@ def lyapunov_spectrum(
     total = torch.zeros(K, sum(cols for _, cols in shapes), dtype=dtype, device=device)
     counted = 0
     pending = 0  # steps since the last QR
+    fallbacks = 0
     for t in range(T):
         states, jacobians = stack_step(layers, states, inputs[:, t], state)
         if basis == "layers":
@@ -159,15 +178,17 @@ def lyapunov_spectrum(
         pending += 1
         if pending == qr_every or t == T - 1 or t == warmup - 1:
             orthonormal = [_orthonormalize(q, orthonormalization) for q in bases]
-            bases = [q for q, _ in orthonormal]
+            bases = [q for q, _, _ in orthonormal]
+            fallbacks += any(fell_back for _, _, fell_back in orthonormal)
             if t >= warmup:
-                total += torch.cat([growth for _, growth in orthonormal], 1).log()
+                total += torch.cat([growth for _, growth, _ in orthonormal], 1).log()
                 counted += pending
             pending = 0
     per_column = total / counted / math.log(log_base)
     exponents, order = per_column.mean(0).sort(descending=True)
     per_sample = per_column[:, order[:k]]
-    return Spectrum(exponents[:k].cpu(), per_sample.cpu(), state, basis, log_base, counted, K)
+    return Spectrum(exponents[:k].cpu(), per_sample.cpu(), state, basis, log_base, counted, K, orthonormalization,
+                    fallbacks)
 
 
 def validation_sequences(tokens: torch.Tensor, samples: int, steps: int) -> torch.Tensor:

@@ -26,6 +26,9 @@ class Sparsifier(Protocol):
     def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """An epoch and its validation are done (schedules, epoch-level prune/regrow)."""
 
+    def describe(self) -> str:
+        """A few words on the sparsity now, for the epoch log line ("" for none)."""
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...

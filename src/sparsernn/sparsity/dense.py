@@ -25,6 +25,9 @@ class Dense:
     def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         pass
 
+    def describe(self) -> str:
+        return ""
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

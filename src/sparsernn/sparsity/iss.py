@@ -130,6 +130,16 @@ def compact(model: nn.Module, keep: list[torch.Tensor] | None = None) -> nn.Modu
     return small
 
 
+def nothing_to_remove(model: nn.Module, threshold: float) -> str:
+    """Why a model has no removable ISS component: its smallest component norm against the threshold
+    below which single weights are zeroed."""
+    norms = [sq.clamp_min(0).sqrt() for sq in group_sq_norms(model)]
+    layer, smallest = min(((n, float(v.min())) for n, v in enumerate(norms)), key=lambda pair: pair[1])
+    return (f"no ISS component is all zero, nothing to remove: the smallest component norm is {smallest:.3g} "
+            f"(layer {layer + 1}), and a component goes only when every weight in it falls below the zeroing "
+            f"threshold {threshold:g}; train with a larger lasso_lambda, or longer")
+
+
 def compacted_config(config: RunConfig, small: nn.Module) -> RunConfig:
     """The run config that rebuilds a compacted model: its layer sizes, and dense (its sparsity is gone)."""
     compacted = config.model_copy(deep=True)
@@ -224,8 +234,20 @@ class GroupLasso:
                 if target is not None:
                     _unit_view(target, s)[:, :, self.removed[s.layer], :] = 0.0
 
+    def kept(self) -> list[int]:
+        """Components (hidden units) kept per layer."""
+        return [int((~r).sum()) for r in self.removed]
+
     def end_epoch(self, epoch: int, metrics: dict) -> None:
-        metrics["iss_sizes"] = [int((~r).sum()) for r in self.removed]
+        metrics["iss_sizes"] = self.kept()
+
+    def describe(self) -> str:
+        sizes = " ".join(f"{k}/{r.numel()}" for k, r in zip(self.kept(), self.removed))
+        return f"units kept {sizes}" if self.mode == "group" else f"zero {self._zero_fraction():.3f}"
+
+    def _zero_fraction(self) -> float:
+        params = [self.model.get_parameter(name) for name in {s.param for s in self.slices if not s.is_bias}]
+        return sum(int((p == 0).sum()) for p in params) / max(sum(p.numel() for p in params), 1)
 
     def state_dict(self) -> dict:
         return {"removed": list(self.removed)}

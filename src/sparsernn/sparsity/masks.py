@@ -131,6 +131,9 @@ class MaskedSparsifier:
     def end_epoch(self, epoch: int, metrics: dict) -> None:
         pass
 
+    def describe(self) -> str:
+        return f"density {self.masking.density():.3f}"
+
     def state_dict(self) -> dict:
         return {"step": self.step, "generator": self.generator.get_state()}
 
