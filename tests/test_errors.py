@@ -169,3 +169,47 @@ def test_cholesky_qr_falls_back_to_householder_where_it_breaks_down():
     householder = lyapunov_spectrum(model, inputs)
     assert cholesky.fallbacks == 30 and householder.fallbacks == 0
     torch.testing.assert_close(cholesky.exponents, householder.exponents)
+
+
+def test_errors_from_the_python_api_do_not_speak_of_the_command_line():
+    from sparsernn.config import resolve_config
+    from sparsernn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^preset tiny \+ overrides: optim\.lr: Input should be greater than 0"):
+        resolve_config("tiny", overrides={"optim.lr": -1})
+
+
+def test_a_ptb_named_file_with_an_unknown_word_names_the_line_and_token(tmp_path):
+    from sparsernn.data import load_corpus
+    from sparsernn.errors import DataError
+
+    for split, text in (("train", "a b c\n"), ("valid", "a b\nb zebra\n"), ("test", "c\n")):
+        (tmp_path / f"ptb.{split}.txt").write_text(text)
+    with pytest.raises(DataError, match=r"ptb\.valid\.txt line 2: token 'zebra' is not in the training vocabulary"):
+        load_corpus(tmp_path)
+
+
+def test_help_presets_and_methods_tell_what_there_is():
+    from sparsernn.config import list_presets
+    from sparsernn.sparsity import METHODS
+
+    help_text = cli_in_process("train", "--help").stdout
+    assert "iss" in help_text and "l1" in help_text and "rnn_relu" in help_text
+    presets = cli_in_process("presets")
+    assert presets.returncode == 0
+    for name in list_presets():
+        assert name in presets.stdout
+    assert "Zaremba et al. (2014)" in presets.stdout
+    methods = cli_in_process("methods")
+    for method in METHODS:
+        assert method.name in methods.stdout
+    assert "RigL (Evci et al. 2020)" in methods.stdout
+
+
+def test_run_files_are_readable_like_any_file_the_user_writes(run_dir):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.yaml", "metrics.jsonl", "best.safetensors", "best.json", "last.safetensors", "results.json"):
+        assert (run_dir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

@@ -100,7 +100,12 @@ def _metadata(path: Path, raw: bytes) -> dict[str, Any]:
     text = (header.get("__metadata__") or {}).get(_META_KEY)
     if text is None:
         raise CheckpointError(f"{path}: safetensors file without sparsernn metadata")
-    meta = json.loads(text)
+    try:
+        meta = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path}: its sparsernn metadata is not valid JSON (a damaged file)") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its sparsernn metadata is not a JSON object (a damaged file)")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}, expected {FORMAT}")
     return meta

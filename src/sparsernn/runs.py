@@ -127,10 +127,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     path = model_path(path)
     tensors, meta = checkpoint.load(path, device)
     kind = meta.get("kind")
-    if kind not in TASKS:
+    if not isinstance(kind, str) or kind not in TASKS:
         raise CheckpointError(f"{path}: unknown checkpoint kind {kind!r}; expected one of {', '.join(TASKS.names())}")
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path}: holds no run config (a damaged file?)")
     config = validate(meta["config"], f"{path} config")
-    model = TASKS[kind].model_from_meta(config.model, meta).to(device)
+    try:
+        model = TASKS[kind].model_from_meta(config.model, meta).to(device)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: incomplete {kind} metadata ({type(exc).__name__}: {exc})") from None
     try:
         model.load_state_dict(strip_masks(checkpoint.subtree(tensors, "model")))
     except RuntimeError as exc:

@@ -38,7 +38,8 @@ def evaluate(model: nn.Module, batched: torch.Tensor, bptt: int) -> float:
 
 
 def perplexity(loss: float) -> float:
-    return math.exp(loss)
+    """``exp(loss)``; inf where that overflows a float (a loss above ~709 nats per token)."""
+    return math.exp(loss) if loss < 709.0 else math.inf
 
 
 class LanguageModelling(Task):
