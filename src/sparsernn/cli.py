@@ -251,6 +251,128 @@ _train.__annotations__ = {p.name: p.annotation for p in _train.__signature__.par
 app.command("train")(_train)
 
 
+# hyperprune option -> the SearchSettings field it sets
+SEARCH_OPTION_FIELDS = {f"--{name.replace('_', '-')}": name for name in
+                        ("sampler", "n", "e0", "ei", "survivors", "rank_by", "strategy", "distance", "k", "state",
+                         "samples", "steps", "seed", "workers")}
+
+
+def _search_settings(fields: dict[str, Any]):
+    """SearchSettings from the options given; a bad value is one line naming its option."""
+    import yaml
+    from pydantic import ValidationError
+
+    from sparsernn.search import SearchSettings
+
+    values = {}
+    for option, name in SEARCH_OPTION_FIELDS.items():
+        text = fields[name]
+        if text is not None:
+            values[name] = None if (name == "k" and text == "all") else yaml.safe_load(text)
+    try:
+        return SearchSettings(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else ""
+        option = next((o for o, n in SEARCH_OPTION_FIELDS.items() if n == name), name)
+        message = error["msg"].removeprefix("Value error, ")
+        raise SparsernnError(f"{option + ': ' if option else ''}{message}"
+                             + (f" (got {error.get('input')!r})" if option else "")) from None
+
+
+def _hyperprune(
+    space: Annotated[str, typer.Option(help="search space: a preset in configs/search/ (demo, paper) or a YAML file")]
+    = "demo",
+    preset: Annotated[Optional[str], typer.Option(help="run preset of the model and schedule [default: "
+                                                       "hyperprune-demo]")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config, over the preset")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="any run config field: FIELD=VALUE")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="corpus directory [default: PTB if found, else generated]")]
+    = None,
+    epochs: Annotated[Optional[int], typer.Option(help="the schedule's length, for every candidate")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="search directory [default: "
+                                                                        "runs/hyperprune-TIME]")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="continue the search in this directory")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL [default: sqlite in the search "
+                                                        "directory]")] = None,
+    reference_dir: Annotated[Optional[Path], typer.Option(help="cache of dense references [default: "
+                                                               "references/ beside the search directory]")] = None,
+    **fields: Any,
+) -> None:
+    """Hyperpruning: search pruning methods and their settings, guided by Lyapunov spectra (LSH).
+
+    Candidates train a few epochs; each round drops the half farthest from the dense reference in LS space and adds new ones proposed from what was learned; the survivors train to the end and the best by validation perplexity wins (its test perplexity is measured once).
+
+    Example: sparsernn hyperprune --space paper --preset ptb-small --sampler grid --e0 2 --survivors 3 --out runs/hp
+    """
+    from sparsernn.config import parse_override, resolve_config
+    from sparsernn.data import resolve_lm_dir
+    from sparsernn.progress import default_reporter
+    from sparsernn.search import Search, load_space
+
+    reporter = default_reporter()
+    if resume is not None:
+        if any(v is not None for v in (preset, config, set_, data_dir, epochs, out_dir)) or \
+                any(fields[name] is not None for name in SEARCH_OPTION_FIELDS.values()) or space != "demo":
+            raise SparsernnError("--resume continues the search as it was defined; give no other option")
+        search = Search.resume(resume, storage=storage, reporter=reporter)
+    else:
+        settings = _search_settings(fields)
+        search_space = load_space(space)
+        overrides: dict[str, Any] = dict(parse_override(item) for item in set_ or [])
+        if epochs is not None:
+            overrides["train.epochs"] = epochs
+        base = resolve_config(preset or ("hyperprune-demo" if config is None else None), config, overrides)
+        corpus_dir, note = resolve_lm_dir(data_dir or base.data.dir)
+        if note:
+            reporter.message(f"[yellow]note:[/] {note}")
+        base.data.dir = str(corpus_dir.resolve())
+        search_dir = out_dir or Path("runs") / f"hyperprune-{time.strftime('%Y%m%d-%H%M%S')}"
+        search = Search(search_dir, search_space, base, settings, storage=storage, reference_dir=reference_dir,
+                        reporter=reporter)
+        reporter.message(f"hyperprune: {len(search_space.grid()) if settings.sampler == 'grid' else settings.n} "
+                         f"candidates, {settings.sampler} sampler, ranked by {settings.rank_by}, schedule "
+                         f"{base.train.epochs} epochs; corpus {corpus_dir}; search dir {search_dir}")
+    try:
+        report = search.run()
+    except KeyboardInterrupt:
+        err.print(f"interrupted; continue with: sparsernn hyperprune --resume {search.out}")
+        raise typer.Exit(130) from None
+    out.print(leaderboard_table(search))
+    test = report["test"] or {}
+    out.print(f"winner {report['winner']}: {report['winner_config']['sparsity']['method']}, valid ppl "
+              f"{min(r['best_val_ppl'] for r in report['candidates'] if r['name'] == report['winner']):.2f}, "
+              f"test ppl {test.get('test_ppl', float('nan')):.2f}", soft_wrap=True)
+    overhead = report["search_overhead"]
+    out.print(f"compute {report['compute_seconds']:.0f} s; search overhead {100 * overhead['fraction']:.1f}% "
+              f"(spectra {overhead['ls_seconds']:.1f} s, ranking and sampling "
+              f"{overhead['ranking_and_sampling_seconds']:.1f} s)", soft_wrap=True)
+    out.print(f"report {search.out / 'report.json'}; plots " + ", ".join(report["plots"]), soft_wrap=True)
+
+
+def leaderboard_table(search):
+    from sparsernn.search.report import leaderboard
+
+    return leaderboard(search)
+
+
+def _search_option(option: str, name: str) -> inspect.Parameter:
+    from sparsernn.search import SearchSettings
+
+    info = SearchSettings.model_fields[name]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        Optional[str], typer.Option(option, help=info.description, rich_help_panel="Search",
+                                    metavar=name.upper())])
+
+
+_fixed_search = inspect.signature(_hyperprune, eval_str=True)
+_hyperprune.__signature__ = _fixed_search.replace(parameters=[
+    *(p for p in _fixed_search.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD),
+    *(_search_option(option, name) for option, name in SEARCH_OPTION_FIELDS.items())])
+_hyperprune.__annotations__ = {p.name: p.annotation for p in _hyperprune.__signature__.parameters.values()}
+app.command("hyperprune")(_hyperprune)
+
+
 def _print_results(values: dict[str, float], title: str, metric: str = "perplexity") -> None:
     table = Table(title=title)
     table.add_column("split")

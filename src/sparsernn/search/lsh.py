@@ -1,0 +1,319 @@
+"""Hyperpruning with Lyapunov spectra (LSH): the search over pruning methods and their settings.
+
+A dense reference trains on the same schedule. ``n`` candidates train ``e0`` epochs with a spectrum
+after every epoch; each round ranks the candidates by their distance to the reference in LS space
+(or by validation loss, ``rank_by="loss"``), eliminates the farther half and inserts ``a // 4`` new
+candidates (``a``: the round's count) proposed by the sampler from the archive of (configuration,
+score); the inserted ones are brought up to the survivors' epoch, and all train ``ei`` more epochs.
+When ``survivors`` remain they train to the end of the schedule, continuing from their checkpoints;
+the best by validation perplexity wins, and its test perplexity is measured once, at the end.
+``strategy="full"`` trains every initial candidate to the end instead (the baseline LSH saves).
+
+Everything lives in the search directory: an Optuna storage (``search.db``, SQLite unless a URL is
+given) with one trial per candidate and the search's state, and one run directory per candidate.
+Every step is saved before the next; a killed search resumes where it was, losing at most the epoch
+in progress, and makes the choices an uninterrupted one makes (samplers are seeded per round and
+read only the stored archive; training resumes exactly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sparsernn.config import RunConfig, validate
+from sparsernn.errors import ConfigError
+from sparsernn.progress import Reporter, SilentReporter
+from sparsernn.search.executor import Executor, Job, LocalExecutor, LSOptions, Progress
+from sparsernn.search.ls_space import ls_distances, nearer_half
+from sparsernn.search.samplers import propose
+from sparsernn.search.space import SearchSpace
+from sparsernn.sparsity import resolve_method
+
+STUDY = "hyperprune"
+DB = "search.db"
+
+
+class SearchSettings(BaseModel):
+    """How a search runs (each field is a ``sparsernn hyperprune`` option)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sampler: Literal["grid", "random", "tpe", "atpe"] = Field("tpe", description="proposes candidates")
+    n: int = Field(8, ge=2, description="initial candidates (grid: the whole grid)")
+    e0: int = Field(1, ge=1, description="epochs before the first ranking")
+    ei: int = Field(1, ge=1, description="epochs between rankings")
+    survivors: int = Field(2, ge=1, description="candidates trained to the end")
+    rank_by: Literal["ls", "loss"] = Field("ls", description="LS distance to the dense reference, or validation loss")
+    strategy: Literal["lsh", "full"] = Field("lsh", description="lsh: eliminate by rounds; full: train all to the end")
+    distance: Literal["pca2", "raw"] = Field("pca2", description="LS distance: 2-D PCA space, or raw spectra")
+    k: int | None = Field(64, ge=1, description="exponents per spectrum (None: all)")
+    state: Literal["hc", "h"] = Field("hc", description="LSTM state in the spectrum: (h, c) or h")
+    samples: int = Field(10, ge=1, description="validation windows per spectrum")
+    steps: int = Field(100, ge=2, description="steps per window")
+    seed: int = Field(0, description="seed of the samplers")
+    workers: int = Field(1, ge=1, description="candidates trained at once (processes)")
+
+    @model_validator(mode="after")
+    def _fewer_survivors(self) -> SearchSettings:
+        if self.survivors >= self.n and self.sampler != "grid":
+            raise ValueError(f"survivors ({self.survivors}) must be fewer than the initial candidates n ({self.n})")
+        return self
+
+    def ls_options(self) -> LSOptions | None:
+        return LSOptions(k=self.k, states=(self.state,), samples=self.samples, steps=self.steps) \
+            if self.rank_by == "ls" and self.strategy == "lsh" else None
+
+
+def _seed(*parts: Any) -> int:
+    return int(hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:8], 16)
+
+
+class Search:
+    """One hyperpruning search in ``out_dir``; ``Search.resume(out_dir)`` continues a stopped one."""
+
+    def __init__(self, out_dir: str | Path, space: SearchSpace | None = None, base: RunConfig | None = None,
+                 settings: SearchSettings | None = None, storage: str | None = None,
+                 reference_dir: str | Path | None = None, executor: Executor | None = None,
+                 reporter: Reporter | None = None) -> None:
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.storage = storage or f"sqlite:///{(self.out / DB).resolve()}"
+        self.study = optuna.create_study(study_name=STUDY, storage=self.storage, direction="minimize",
+                                         load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
+        stored = self.study.user_attrs
+        if "settings" in stored:  # a search that exists: its own definition wins, nothing may change it
+            if space is not None or base is not None or settings is not None:
+                raise ConfigError(f"{self.out}: holds a search already; continue it with --resume {self.out}")
+            self.space = SearchSpace.model_validate(stored["space"])
+            self.base = validate(stored["base"], f"{self.out} base config")
+            self.settings = SearchSettings.model_validate(stored["settings"])
+            self.reference_dir = Path(stored["reference_dir"])
+        else:
+            if space is None or base is None:
+                raise ConfigError(f"{self.out}: no search to resume here")
+            self.space, self.base, self.settings = space, base, settings or SearchSettings()
+            if self.settings.e0 >= base.train.epochs:
+                raise ConfigError(f"e0 ({self.settings.e0}) must be shorter than the schedule "
+                                  f"(train.epochs {base.train.epochs})")
+            root = Path(reference_dir) if reference_dir is not None else self.out.parent / "references"
+            self.reference_dir = root / self._reference_key()
+            for key, value in (("space", space.model_dump(mode="json")), ("base", base.to_dict()),
+                               ("settings", self.settings.model_dump(mode="json")),
+                               ("reference_dir", str(self.reference_dir.resolve())),
+                               ("state", {"phase": "start", "round": 0, "epoch": self.settings.e0, "alive": [],
+                                          "budget": {}, "time_to_target": [], "compute_seconds": 0.0})):
+                self.study.set_user_attr(key, value)  # settings last but one: "settings" marks a complete start
+        self.executor = executor or LocalExecutor(self.settings.workers)
+        self.reporter = reporter or SilentReporter()
+
+    @classmethod
+    def resume(cls, out_dir: str | Path, storage: str | None = None, executor: Executor | None = None,
+               reporter: Reporter | None = None) -> Search:
+        if not (Path(out_dir) / DB).is_file() and storage is None:
+            raise ConfigError(f"{out_dir}: no search to resume here (no {DB})")
+        return cls(out_dir, storage=storage, executor=executor, reporter=reporter)
+
+    # ---- stored state ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.study.user_attrs["state"]
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        self.study.set_user_attr("state", state)
+
+    def _reference_key(self) -> str:
+        dense = self._dense_config().to_dict()
+        for volatile in ("device", "log_interval", "checkpoint_every"):
+            dense["train"].pop(volatile, None)
+        ls = self.settings.ls_options()
+        return "dense-" + hashlib.sha256(json.dumps([dense, ls and ls.__dict__], sort_keys=True,
+                                                    default=list).encode()).hexdigest()[:12]
+
+    def _dense_config(self) -> RunConfig:
+        data = self.base.to_dict()
+        data["sparsity"] = {"method": "dense"}
+        return resolve_method(validate(data, "dense reference"))
+
+    def candidates(self) -> dict[str, optuna.trial.FrozenTrial]:
+        return {t.user_attrs["name"]: t for t in self.study.get_trials(deepcopy=False) if "name" in t.user_attrs}
+
+    def _add_candidates(self, points: list[dict[str, Any]], round_: int) -> list[str]:
+        """Trials for new points, named by round and slot; adding them again (after a resume) adds nothing."""
+        existing = self.candidates()
+        names = []
+        for slot, params in enumerate(points):
+            name = f"r{round_}-{slot:02d}"
+            if name not in existing:
+                self.study.enqueue_trial(params, user_attrs={"name": name, "round": round_, "params": params})
+            names.append(name)
+        # start every waiting trial, also one enqueued just before the search was killed
+        for _ in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            self.study.ask(self.space.distributions()).set_user_attr("status", "alive")
+        return names
+
+    def _set(self, name: str, key: str, value: Any) -> None:
+        trial = self.candidates()[name]
+        if trial.state == optuna.trial.TrialState.RUNNING:
+            optuna.trial.Trial(self.study, trial._trial_id).set_user_attr(key, value)
+
+    def _finish_trial(self, name: str, status: str, score: float | None) -> None:
+        trial = self.candidates()[name]
+        if trial.state != optuna.trial.TrialState.RUNNING:
+            return
+        self._set(name, "status", status)
+        if status == "failed" or score is None or not math.isfinite(score):
+            self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        else:
+            self.study.tell(trial.number, score)
+
+    def candidate_config(self, name: str) -> RunConfig:
+        return self.space.candidate_config(self.base, self.candidates()[name].user_attrs["params"])
+
+    # ---- the work -------------------------------------------------------------------------------
+
+    def _train(self, names: list[str], epoch: int, phase: str, state: dict[str, Any],
+               reference: bool = False) -> dict[str, Progress]:
+        """Bring candidates (and the reference) to ``epoch``; failures are marked and dropped."""
+        ls = self.settings.ls_options() if phase != "final" else None
+        jobs = [Job(name, self.candidate_config(name).to_dict(), str(self.out / "candidates" / name), epoch, ls)
+                for name in names]
+        if reference:
+            jobs.insert(0, Job("reference", self._dense_config().to_dict(), str(self.reference_dir), epoch, ls))
+        results = {p.name: p for p in self.executor.run(jobs)}
+        budget = state["budget"]
+        for name, progress in results.items():
+            bucket = budget.setdefault("reference" if name == "reference" else phase,
+                                       {"epochs": 0, "train_seconds": 0.0, "ls_seconds": 0.0})
+            bucket["epochs"] += progress.epochs_trained
+            bucket["train_seconds"] += progress.train_seconds
+            bucket["ls_seconds"] += progress.ls_seconds
+            state["compute_seconds"] += progress.train_seconds + progress.ls_seconds
+            if name == "reference":
+                if progress.failed:
+                    raise ConfigError(f"the dense reference failed: {progress.failed}")
+                continue
+            if progress.failed:
+                self.reporter.message(f"[red]{name} failed:[/] {progress.failed}")
+                self._set(name, "failed", progress.failed)
+                self._finish_trial(name, "failed", None)
+                state["alive"] = [n for n in state["alive"] if n != name]
+                continue
+            self._set(name, "epoch", progress.epoch)
+            self._set(name, "val_ppl", {str(e): v for e, v in progress.val_ppl.items()})
+            best = min(progress.val_ppl.values(), default=math.inf)
+            curve = state["time_to_target"]
+            if math.isfinite(best) and (not curve or best < curve[-1][1]):
+                curve.append([state["compute_seconds"], best])
+        return results
+
+    def _scores(self, results: dict[str, Progress], names: list[str], epoch: int, round_: int,
+                state: dict[str, Any]) -> dict[str, float]:
+        started = time.perf_counter()
+        if self.settings.rank_by == "loss":
+            scores = {name: results[name].val_loss[epoch] for name in names}
+        else:
+            spectra = {name: results[name].spectra[self.settings.state] for name in names}
+            scores, points = ls_distances(results["reference"].spectra[self.settings.state], spectra, epoch,
+                                          self.settings.distance, self.settings.k)
+            (self.out / "ls_space").mkdir(exist_ok=True)
+            (self.out / "ls_space" / f"round-{round_}.json").write_text(json.dumps(points))
+        for name, score in scores.items():
+            trial = self.candidates()[name]
+            history = dict(trial.user_attrs.get("scores", {}))
+            history[str(epoch)] = score
+            self._set(name, "scores", history)
+        state["budget"]["overhead_seconds"] = state["budget"].get("overhead_seconds", 0.0) + \
+            time.perf_counter() - started
+        return scores
+
+    def run(self) -> dict[str, Any]:
+        """Run (or continue) the search to its end; returns the report."""
+        state = self.state
+        settings = self.settings
+        if state["phase"] == "start":
+            if settings.sampler == "grid":
+                points = self.space.grid()
+            else:
+                points = propose(settings.sampler, self.space, [], settings.n, _seed(settings.seed, 0))
+            state["alive"] = self._add_candidates(points, 0)
+            state["phase"] = "final" if settings.strategy == "full" else "rounds"
+            self._save_state(state)
+        while state["phase"] == "rounds":
+            self._round(state)
+        if state["phase"] == "final":
+            self._final(state)
+        from sparsernn.search.report import write_report
+
+        return write_report(self)
+
+    def _round(self, state: dict[str, Any]) -> None:
+        settings, round_, epoch = self.settings, state["round"], state["epoch"]
+        alive = list(state["alive"])
+        self.reporter.message(f"round {round_}: {len(alive)} candidates to epoch {epoch}")
+        results = self._train(alive, epoch, f"round {round_}", state, reference=settings.rank_by == "ls")
+        alive = state["alive"]
+        scores = self._scores(results, alive, epoch, round_, state)
+        from sparsernn.search.report import leaderboard
+
+        self.reporter.message(leaderboard(self, scores))
+        horizon = self.base.train.epochs
+        if len(alive) <= settings.survivors or epoch + settings.ei >= horizon:
+            keep = sorted(alive, key=lambda n: (scores[n], n))[:settings.survivors]
+            for name in alive:
+                if name not in keep:
+                    self._finish_trial(name, "eliminated", scores[name])
+            state["alive"], state["phase"] = keep, "final"
+            self._save_state(state)
+            return
+        kept, eliminated = nearer_half(scores)
+        for name in eliminated:
+            self._finish_trial(name, "eliminated", scores[name])
+        inserted: list[str] = []
+        count = len(alive) // 4
+        if count and settings.sampler != "grid":
+            started = time.perf_counter()
+            trials = self.candidates()
+            archive = [(t.user_attrs["params"], t.user_attrs["scores"][max(t.user_attrs["scores"], key=int)])
+                       for t in trials.values() if t.user_attrs.get("scores")]
+            taken = [t.user_attrs["params"] for t in trials.values()]
+            points = propose(settings.sampler, self.space, archive, count, _seed(settings.seed, round_ + 1), taken)
+            inserted = self._add_candidates(points, round_ + 1)
+            state["budget"]["overhead_seconds"] = state["budget"].get("overhead_seconds", 0.0) + \
+                time.perf_counter() - started
+        self.reporter.message(f"round {round_}: kept {', '.join(kept)}; eliminated {', '.join(eliminated)}"
+                              + (f"; inserted {', '.join(inserted)}" if inserted else ""))
+        state.update(alive=kept + inserted, round=round_ + 1, epoch=epoch + settings.ei)
+        self._save_state(state)
+
+    def _final(self, state: dict[str, Any]) -> None:
+        horizon = self.base.train.epochs
+        self.reporter.message(f"final: {', '.join(state['alive'])} to epoch {horizon}")
+        results = self._train(list(state["alive"]), horizon, "final", state)
+        finished = {name: min(results[name].val_ppl.values()) for name in state["alive"] if name in results}
+        if not finished:
+            raise ConfigError("every candidate failed; see report.json for the reasons")
+        winner = min(finished, key=lambda n: (finished[n], n))
+        if "test" not in state:  # measured once, for the winner only
+            from sparsernn.runs import load_model
+            from sparsernn.search.executor import _corpus
+            from sparsernn.tasks import build_task
+
+            model, config, _, _ = load_model(self.out / "candidates" / winner)
+            task = build_task(config, _corpus(config.data.dir))
+            state["test"] = {"winner": winner, **{f"test_{k}": v for k, v in task.evaluate(model, "test").items()}}
+        for name in state["alive"]:
+            self._set(name, "final_val_ppl", finished.get(name))
+            scores = self.candidates()[name].user_attrs.get("scores", {})
+            last = scores[max(scores, key=int)] if scores else finished.get(name, math.inf)
+            self._finish_trial(name, "winner" if name == winner else "survivor", last)
+        state.update(phase="done", winner=winner)
+        self._save_state(state)

@@ -1,0 +1,186 @@
+"""The search space of a hyperpruning search, read from YAML.
+
+Methodological choices are categorical (``choices``: the method family, sparse init, death, growth
+and redistribution modes); non-methodological settings get ranges (``ranges``: death rate, learning
+rate, ...) or fixed values (``fixed``); the target density is fixed per search. Keys are config
+fields: ``sparsity.death`` or, for sparsity settings, just ``death``. A candidate is the base run
+config with one point of the space applied; settings its method does not read are dropped (a
+static mask has no death mode), so every candidate is a config its method accepts.
+
+Example (``configs/search/paper.yaml``)::
+
+    density: 0.33
+    choices:
+      init: [uniform, er]
+      death: [magnitude, set, threshold, global_magnitude]
+      redistribution: [none, magnitude, nonzeros]
+    fixed:
+      method: selfish
+      death_rate: 0.8
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sparsernn.config import RunConfig, _presets_dir, validate
+from sparsernn.errors import ConfigError
+from sparsernn.sparsity import METHODS, resolve_method
+
+SPARSITY_FIELDS = set(RunConfig.model_fields["sparsity"].annotation.model_fields)
+
+
+def field_name(key: str) -> str:
+    """``death`` -> ``sparsity.death``; dotted names pass through."""
+    return key if "." in key else f"sparsity.{key}"
+
+
+def _check_value(dotted: str, value: Any) -> None:
+    section, _, name = dotted.partition(".")
+    validate({section: {name: value}}, "")  # raises ConfigError naming the field and the value
+
+
+class Range(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class SearchSpace(BaseModel):
+    """Where a hyperpruning search looks; see the module docstring."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    density: float = Field(gt=0.0, lt=1.0, description="target density, the same for every candidate")
+    choices: dict[str, list[Any]] = Field(default_factory=dict)
+    ranges: dict[str, Range] = Field(default_factory=dict)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("choices", "ranges", "fixed", mode="before")
+    @classmethod
+    def _full_names(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {field_name(str(k)): v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _valid_fields(self) -> SearchSpace:
+        seen: dict[str, str] = {}
+        for group in ("choices", "ranges", "fixed"):
+            for key in getattr(self, group):
+                if key in seen:
+                    raise ValueError(f"{key} is in both {seen[key]} and {group}")
+                seen[key] = group
+                section, _, name = key.partition(".")
+                if section not in RunConfig.model_fields or "." in name or \
+                        name not in RunConfig.model_fields[section].annotation.model_fields:
+                    raise ValueError(f"{group}.{key}: not a config field")
+                if key == "sparsity.density":
+                    raise ValueError(f"{group}.{key}: the density is fixed per search (top-level density)")
+        for key, options in self.choices.items():
+            if not options or len(set(map(repr, options))) != len(options):
+                raise ValueError(f"choices.{key}: expected a list of distinct options, got {options!r}")
+            for option in options:
+                _check_value(key, option)
+        for key, value in self.fixed.items():
+            _check_value(key, value)
+        for key, bounds in self.ranges.items():
+            _check_value(key, bounds.low)
+            _check_value(key, bounds.high)
+        methods = self.choices.get("sparsity.method", [self.fixed.get("sparsity.method")])
+        for method in methods:
+            if method is None:
+                raise ValueError("choices or fixed must name sparsity.method (e.g. fixed: {method: selfish})")
+            if method not in METHODS or method in ("dense", "iss", "l1"):
+                raise ValueError(f"sparsity.method {method!r}: a search covers masked methods with a density "
+                                 f"target (static, set, rigl, snfs, dsr, selfish, gmp)")
+        return self
+
+    # ---- what samplers see ----------------------------------------------------------------------
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        dists: dict[str, optuna.distributions.BaseDistribution] = {
+            key: optuna.distributions.CategoricalDistribution(options) for key, options in self.choices.items()}
+        for key, bounds in self.ranges.items():
+            if bounds.integer:
+                dists[key] = optuna.distributions.IntDistribution(int(bounds.low), int(bounds.high), log=bounds.log)
+            else:
+                dists[key] = optuna.distributions.FloatDistribution(bounds.low, bounds.high, log=bounds.log)
+        return dists
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the choices (grid search); ranges must be fixed for a grid."""
+        if self.ranges:
+            raise ConfigError(f"a grid needs fixed values, not ranges, for {', '.join(self.ranges)} "
+                              f"(move them to fixed:)")
+        keys = list(self.choices)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.choices[k] for k in keys))]
+
+    # ---- candidates -----------------------------------------------------------------------------
+
+    def candidate_config(self, base: RunConfig, params: dict[str, Any]) -> RunConfig:
+        """The base config with this point of the space applied (settings its method does not read
+        dropped), resolved as it will run."""
+        point = {**self.fixed, **params}
+        data = base.to_dict()
+        data["sparsity"] = {"method": point["sparsity.method"], "density": self.density,
+                            "prunable": base.sparsity.prunable}
+        read = set(METHODS[point["sparsity.method"]].fields)
+        for key, value in point.items():
+            section, _, name = key.partition(".")
+            if section == "sparsity" and name not in read | {"method"}:
+                continue
+            data[section][name] = value
+        return resolve_method(validate(data, "candidate"))
+
+
+def load_space(source: str | Path) -> SearchSpace:
+    """A search space from a YAML file or a preset name (``configs/search/<name>.yaml``)."""
+    path = Path(source)
+    if not path.suffix and not path.exists():
+        path = _presets_dir() / "search" / f"{source}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown search space {source!r}; presets: {', '.join(space_presets())}, "
+                              f"or give a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: search space file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the search space ({exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"{path}:{f' line {mark.line + 1}' if mark else ''} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping (density, choices, ranges, fixed)")
+    try:
+        return SearchSpace.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {where + ': ' if where else ''}{' '.join(msg.split())}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {str(exc).removeprefix(': ')}") from None
+
+
+def space_presets() -> list[str]:
+    return sorted(p.stem for p in (_presets_dir() / "search").glob("*.yaml"))
