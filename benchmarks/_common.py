@@ -49,16 +49,6 @@ def read_result(name: str) -> dict[str, Any]:
     return json.loads((RESULTS / f"{name}.json").read_text())
 
 
-def rewrite_result(name: str, payload: dict[str, Any]) -> Path:
-    """Rewrite a stored result with figures derived from it; its date, machine and measurements stay
-    those of the run that measured them."""
-    path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    tmp.replace(path)
-    return path
-
-
 def train_run(config, corpus, directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train ``config`` in ``directory`` (resuming an interrupted run) or, when it already finished,
     read its results: ``(final results, per-epoch history)``."""

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_result, rewrite_result, write_result  # noqa: E402
+from _common import read_result, write_result  # noqa: E402
 
 from sparsernn.config import ModelConfig  # noqa: E402
 from sparsernn.models import RNNLanguageModel, count_parameters  # noqa: E402
@@ -96,14 +96,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--report-only", action="store_true",
-                        help="print the stored results/iss_inference.json (adding the paper's figures), no timing")
+                        help="print the stored results/iss_inference.json, no timing")
     args = parser.parse_args()
     if args.report_only:
-        result = read_result("iss_inference")
-        if "paper" not in result:  # results written before the script recorded it
-            result["paper"] = PAPER
-            rewrite_result("iss_inference", result)
-        report(result)
+        report(read_result("iss_inference"))
         return
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))

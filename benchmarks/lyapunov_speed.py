@@ -22,7 +22,7 @@ against the references of the same basis (agreement target 1e-4, float64);
 its distance to the other basis's references is reported as the gap between two finite-T estimates.
 Targets: full >= 3x, k=64 >= 50x, and the k=64 spectrum <= 2% of one ptb-small training epoch (the
 epoch time measured here from 50 training steps). Writes results/lyapunov_speed.json;
-``--report-only`` prints the stored result again (adding the figures derived from it), measuring nothing.
+``--report-only`` prints the stored result again, measuring nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch
 from torch.func import jacrev
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_result, rewrite_result, write_result  # noqa: E402
+from _common import read_result, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
@@ -211,13 +211,10 @@ def main() -> None:
     parser.add_argument("--autograd-samples", type=int, default=2,
                         help="samples for the slow autograd.functional reference (time scaled to K)")
     parser.add_argument("--report-only", action="store_true",
-                        help="print the stored results/lyapunov_speed.json (adding derived figures), no measuring")
+                        help="print the stored results/lyapunov_speed.json, no measuring")
     args = parser.parse_args()
     if args.report_only:
-        result = read_result("lyapunov_speed")
-        if any("qr_bound_speedup" not in r for r in result["references"].values()):
-            rewrite_result("lyapunov_speed", derive(result))  # results written before the script derived them
-        report(result)
+        report(read_result("lyapunov_speed"))
         return
 
     corpus_dir, note = resolve_lm_dir(args.data_dir)

@@ -86,13 +86,17 @@ def test_a_model_saved_by_version_0_1_still_loads_and_scores_the_same():
     assert loss == pytest.approx(2.5721065479776133, rel=1e-12)  # the valid loss 0.1 recorded
 
 
-def test_a_resume_state_from_version_0_1_is_refused_in_one_line(tmp_path):
+def test_a_resume_state_from_version_0_1_is_converted(tmp_path):
+    import math
     import shutil
 
     from sparsernn.data import load_corpus
     from sparsernn.train import Trainer
 
     shutil.copy(FIXTURE / "last.safetensors", tmp_path / "last.safetensors")
-    with pytest.raises(CheckpointError, match=r"last\.safetensors: resume state from sparsernn 0\.1") as info:
-        Trainer.open(tmp_path, load_corpus(FIXTURE / "corpus"))
-    assert "\n" not in str(info.value)
+    _, meta = checkpoint.load(tmp_path / "last.safetensors")
+    trainer = Trainer.open(tmp_path, load_corpus(FIXTURE / "corpus"))
+    assert trainer.complete and trainer.epoch == 2 and [r["epoch"] for r in trainer.history] == [1]
+    assert trainer.best_score == pytest.approx(math.exp(meta["resume"]["best_val"]))  # loss -> perplexity
+    h, c = trainer.task.carry[1]  # the carried (h, c) of layer 2, as 0.1 left it
+    assert h.shape == c.shape == (1, 2, 5)

@@ -128,12 +128,16 @@ def test_a_callback_that_raises_loses_no_finished_epoch(synthetic_corpus, tmp_pa
 
 def test_the_test_split_is_scored_only_when_asked(synthetic_corpus, tmp_path):
     config = tiny_config(train={"epochs": 1}, data={"epoch_tokens": 8 * 10 * 5})
-    untested = Trainer(config, synthetic_corpus, tmp_path / "a").fit()
+    trainer = Trainer(config, synthetic_corpus, tmp_path / "a")
+    untested = trainer.fit()
     assert untested["complete"] and "test_loss" not in untested and "val_loss" in untested
-    assert "test" not in Trainer(config, synthetic_corpus).task._eval_data
+    assert "test" not in trainer.task._eval_data  # never batchified, never scored
     tested = Trainer(config, synthetic_corpus, tmp_path / "b").fit(test=True)
     assert tested["val_loss"] == untested["val_loss"] and tested["test_ppl"] > 1
     assert json.loads((tmp_path / "b" / "results.json").read_text())["test_ppl"] == tested["test_ppl"]
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text()
+    Trainer.open(tmp_path / "b", synthetic_corpus).fit(test=True)  # a finished run: nothing changes
+    assert (tmp_path / "b" / "metrics.jsonl").read_text() == lines
 
 
 def test_resume_refuses_another_horizon_and_records_safe_changes(synthetic_corpus, tmp_path):

@@ -1,3 +1,3 @@
 """sparsernn: sparse, small and fast recurrent sequence models in PyTorch."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from sparsernn import __version__
 from sparsernn.errors import CheckpointError
 from sparsernn.files import atomic_write_bytes, atomic_write_text
 
@@ -68,7 +69,7 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any
             continue
         seen[identity] = key
         stored[key] = tensor.detach().to("cpu", copy=False).contiguous()
-    full_meta = {"format": FORMAT, **meta, "aliases": aliases}
+    full_meta = {"format": FORMAT, "version": __version__, **meta, "aliases": aliases}
     text = json.dumps(full_meta)
     atomic_write_bytes(path, st_save(stored, metadata={_META_KEY: text}))
     atomic_write_text(path.with_suffix(".json"), json.dumps(full_meta, indent=1) + "\n")

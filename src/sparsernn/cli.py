@@ -111,7 +111,7 @@ def option_value(option: str, text: str) -> Any:
     if _accepts(annotation, list) and ("," in text or not _accepts(annotation, float)):
         parts = [p.strip() for p in text.split(",")]
         if not all(parts):
-            raise SparsernnError(f"{option}: expected a comma-separated list like 200,200, got {text!r}")
+            raise SparsernnError(f"{option}: expected a comma-separated list without empty items, got {text!r}")
         return [scalar(p) for p in parts]
     return scalar(text)
 
@@ -212,12 +212,12 @@ def _train(
     if print_config:
         out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return
-    run.create()  # before any work: a run directory that cannot be made is the first thing to say
     reporter = default_reporter()
     corpus_dir, note = resolve_lm_dir(cfg.data.dir)
     if note:
         reporter.message(f"[yellow]note:[/] {note}")
     corpus = load_corpus(corpus_dir)
+    run.create()  # before any work: a run directory that cannot be made is said before anything else
     if resume is None:
         cfg.data.dir = str(corpus_dir.resolve())  # the run records exactly which corpus it used
         trainer = Trainer(cfg, corpus, run.path, reporter=reporter)
@@ -562,9 +562,25 @@ def methods() -> None:
     table = Table(title="sparsity methods (sparsernn train --method NAME)")
     table.add_column("method")
     table.add_column("what it is")
-    table.add_column("settings it reads")
+    table.add_column("settings it reads: default")
     for method in METHODS:
-        table.add_row(method.name, method.description, ", ".join(method.fields))
+        settings = [f"{name}: {method.defaults[name]}" if name in method.defaults else name for name in method.fields]
+        table.add_row(method.name, method.description, ", ".join(settings))
+    out.print(table)
+    out.print("stop_epoch defaults to the planned length (75% of it for rigl); gmp prunes until 75% of it",
+              soft_wrap=True)
+
+
+@app.command()
+def cells() -> None:
+    """The recurrent cell types (train --cell NAME), each with its one-line description."""
+    from sparsernn.models.cells import CELLS
+
+    table = Table(title="cell types (sparsernn train --cell NAME)")
+    for column in ("cell", "what it is", "gates"):
+        table.add_column(column)
+    for cell in CELLS:
+        table.add_row(cell.name, cell.description, " ".join(cell.gates))
     out.print(table)
 
 

@@ -10,10 +10,13 @@ from pathlib import Path
 from sparsernn.errors import SparsernnError
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # read once: setting it to read it is not thread-safe
 
 
 def ensure_directory(path: str | Path) -> Path:
@@ -41,7 +44,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # like any file the user writes (mkstemp makes 0600)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # like any file the user writes (mkstemp makes 0600)
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)

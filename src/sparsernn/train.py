@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from sparsernn import checkpoint
-from sparsernn.config import OptimConfig, RunConfig
+from sparsernn.config import OptimConfig, RunConfig, validate
 from sparsernn.data.lm import Corpus
 from sparsernn.errors import CheckpointError, ConfigError, TrainingDiverged
 from sparsernn.models.lm import count_parameters
@@ -142,6 +142,12 @@ class Trainer:
         if not run.has_run:
             if config is None:
                 raise ConfigError(f"{run}: no run to resume here (no {LAST})")
+            if overrides:
+                merged = config.to_dict()
+                for dotted, value in overrides.items():
+                    section, _, name = dotted.partition(".")
+                    merged.setdefault(section, {})[name] = value
+                config = validate(merged, "config + overrides")
             return cls(config, data, out_dir, reporter=reporter)
         if config is not None:
             overrides = {**flatten_fields(resolve_method(config).to_dict()), **(overrides or {})}
@@ -244,7 +250,9 @@ class Trainer:
         stop = self.horizon if until_epoch is None else min(until_epoch, self.horizon)
         if until_epoch is not None and until_epoch < 1:
             raise ConfigError(f"until_epoch must be at least 1, got {until_epoch}")
-        if self.run is not None:
+        if test:  # a run that will be scored on test checks that split now, not after training
+            self.task.check_split("test")
+        if self.run is not None and not self.complete:
             self.run.create()
             self.run.write_config(self.config)
             self.run.write_records(self.history)  # the metrics file agrees with the checkpoint
@@ -270,7 +278,7 @@ class Trainer:
             self.reporter.message(
                 f"epoch {self.epoch:3d}/{self.horizon} | lr {record['lr']:.4g} | train loss {record['train_loss']:.3f} | "
                 f"valid {primary.name} {score:.4g} | {record['tokens_per_s']:,.0f} {self.task.unit}/s"
-                + (f" | {state}" if (state := self.sparsifier.describe()) else "")
+                + (f" | {state}" if (state := self._sparsity_state()) else "")
                 + (f" | {_duration(left)} left" if self.epoch < stop else "") + (" | best" if improved else "")
             )
             self.history.append(record)
@@ -345,12 +353,16 @@ class Trainer:
             self._report_sparsity("end")
         shown = " | ".join(f"{split} {self.task.primary.name} {result[f'{split}_{self.task.primary.name}']:.2f}"
                            for split in ("val", "test") if f"{split}_{self.task.primary.name}" in result)
-        state = self.sparsifier.describe()
+        state = self._sparsity_state()
         self.reporter.message(f"best epoch {result['best_epoch']} | {shown}" + (f" | at the end: {state}" if state else ""))
         if self.run is not None:
             self.run.append_record(result)
             self.run.write_json(RESULTS, result)
         return result
+
+    def _sparsity_state(self) -> str:
+        # describe() is optional for Sparsifiers written before it existed
+        return getattr(self.sparsifier, "describe", lambda: "")()
 
     def _report_sparsity(self, when: str) -> None:
         """Print the per-matrix density table and keep it in the run directory (masked models only)."""
@@ -419,9 +431,8 @@ class Trainer:
             raise CheckpointError(f"{path}: holds no resume state (is it a best-model checkpoint?)")
         self.task.check_meta(meta, path)
         resume = checkpoint.unpack(meta["resume"], tensors)
-        if "task" not in resume:
-            raise CheckpointError(f"{path}: resume state from sparsernn 0.1 (no task state); it cannot be continued "
-                                  f"exactly (its best model still loads and evaluates)")
+        if "task" not in resume:  # written by sparsernn 0.1: its task state and best score in the old form
+            resume["task"], resume["best_score"] = self.task.from_version_0_1(resume, self.model)
         try:
             self.model.load_state_dict(checkpoint.subtree(tensors, "model"))
             self.optimizer.load_state_dict(resume["optimizer"])

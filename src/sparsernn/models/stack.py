@@ -15,9 +15,11 @@ from sparsernn.models.cells import CELLS, Cell
 
 @dataclass(frozen=True)
 class RecurrentLayer:
-    """One recurrent layer: ``module`` is the attribute path of the module that runs it.
+    """One recurrent layer: ``module`` is the attribute path of the module that runs it, which may
+    itself hold several modules (parallel block LSTMs); its cell type says how to read it.
 
     ``receivers`` name the modules whose input is this layer's output (the next layer, the decoder).
+    A model resized (compaction) rebuilds each layer with its cell type's ``module`` factory.
     """
 
     module: str

@@ -1,16 +1,8 @@
 """Dynamic sparse training: a fixed number of non-zero weights, pruned and regrown during training.
 
-One class covers the sparse-to-sparse methods; they differ only in their modes (registered below;
-any mode given explicitly overrides the method's):
-
-| method  | init    | death            | growth   | redistribution | death rate        | updates        |
-|---------|---------|------------------|----------|----------------|-------------------|----------------|
-| static  | uniform | -                | -        | -              | -                 | never          |
-| set     | er      | set              | random   | none           | 0.3 constant      | every epoch    |
-| rigl    | er      | magnitude        | gradient | none           | 0.3 -> 0 (cosine) | 100 steps, 75% |
-| snfs    | uniform | magnitude        | momentum | momentum       | 0.5 -> 0.005      | every epoch    |
-| dsr     | uniform | global_magnitude | random   | nonzeros       | 0.5 -> 0.005      | every epoch    |
-| selfish | uniform | magnitude        | random   | none           | 0.5 -> 0.005      | every epoch    |
+One class covers the sparse-to-sparse methods; they differ only in their modes, registered below
+(static, SET, RigL, SNFS, DSR, Selfish-RNN; ``sparsernn methods`` lists each one's defaults); any
+mode given explicitly overrides the method's.
 
 Updates stop at ``stop_epoch``, by default the end of the run's planned length (75% of it for
 RigL), so a run trained in segments follows the schedule of the whole run. Selfish-RNN's paper trains

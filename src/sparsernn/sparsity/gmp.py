@@ -7,11 +7,10 @@ only shrink, pruned weights stay zero.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
-
-import math
 
 from sparsernn.sparsity import modes
 from sparsernn.sparsity.masks import PRUNABLE_KINDS, MaskedSparsifier

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from sparsernn.config import ModelConfig
+from sparsernn.errors import CheckpointError
 from sparsernn.registry import Registry
 
 
@@ -85,6 +86,13 @@ class Task(ABC):
 
     def check_meta(self, meta: dict[str, Any], path: Path) -> None:
         """Refuse a checkpoint made on other data (one-line ``CheckpointError`` naming ``path``)."""
+
+    def check_split(self, split: str) -> None:
+        """Refuse, before any training, a split that cannot be evaluated (one-line error)."""
+
+    def from_version_0_1(self, resume: dict[str, Any], model: nn.Module) -> tuple[dict[str, Any], float | None]:
+        """``(task state, best primary score)`` from a resume checkpoint written by sparsernn 0.1."""
+        raise CheckpointError(f"a {self.kind} resume checkpoint from sparsernn 0.1 cannot be continued")
 
     def describe(self) -> str:
         """One line naming the data, for logs."""

@@ -13,7 +13,8 @@ from torch import nn
 from sparsernn.config import ModelConfig, RunConfig
 from sparsernn.data.lm import Corpus, batchify, bptt_window, num_windows
 from sparsernn.dynamics.lyapunov import validation_sequences
-from sparsernn.errors import CheckpointError
+from sparsernn.errors import CheckpointError, DataError
+from sparsernn.models.cells import CELLS
 from sparsernn.models.lm import RNNLanguageModel, detach_state
 from sparsernn.tasks.base import TASKS, Metric, Task
 
@@ -93,6 +94,19 @@ class LanguageModelling(Task):
 
     def loss_metrics(self, loss: float) -> dict[str, float]:
         return {"ppl": perplexity(loss)}
+
+    def check_split(self, split: str) -> None:
+        tokens = self.corpus.split(split).numel()
+        if tokens // self.data.eval_batch_size < 2:
+            raise DataError(f"{self.corpus.directory}: the {split} split has {tokens} tokens, too few for "
+                            f"{self.data.eval_batch_size} evaluation streams (data.eval_batch_size)")
+
+    def from_version_0_1(self, resume: dict[str, Any], model: nn.Module) -> tuple[dict[str, Any], float | None]:
+        # 0.1 kept the carried state as one flat list ((h, c) per LSTM layer) and the best validation loss
+        flat, per_layer = resume["state"], CELLS[model.cell].state_tensors
+        carry = [flat[i:i + per_layer] for i in range(0, len(flat), per_layer)]
+        best = resume.get("best_val")
+        return {"carry": carry}, None if best is None else perplexity(best)
 
     def split_data(self, split: str) -> torch.Tensor:
         if split not in self._eval_data:
