@@ -26,13 +26,15 @@ SPECTRA = "spectra.json"
 
 @dataclass(frozen=True)
 class LSOptions:
-    """How each spectrum is computed: K validation windows of T steps, the first k exponents."""
+    """How each spectrum is computed: K validation windows of T steps, the first k exponents, QR every
+    ``qr_every`` steps (exact for the leading exponents; see docs/benchmarks.md, Lyapunov engine)."""
 
     k: int | None = 64
     states: tuple[str, ...] = ("hc",)
     samples: int = 10
     steps: int = 100
     basis: str = "layers"
+    qr_every: int = 4
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ def advance(job: Job) -> Progress:
                 if epoch in spectra.get(state, {}):
                     continue
                 with trainer.evaluation_weights():
-                    spectrum = lyapunov_spectrum(trainer.model, sequences, k=job.ls.k, state=state, basis=job.ls.basis)
+                    spectrum = lyapunov_spectrum(trainer.model, sequences, k=job.ls.k, state=state, basis=job.ls.basis,
+                                                 qr_every=job.ls.qr_every if job.ls.k is not None else 1)
                 spectra.setdefault(state, {})[epoch] = spectrum.to_dict()["exponents"]
             RunDir(run_dir).create()
             atomic_write_text(run_dir / SPECTRA, json.dumps({s: {str(e): v for e, v in by.items()}
