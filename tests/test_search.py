@@ -223,3 +223,27 @@ def test_the_paper_space_is_the_24_point_grid():
     assert len(grid) == 24 and space.fixed["sparsity.death_rate"] == 0.8
     assert {p["sparsity.init"] for p in grid} == {"uniform", "er"}
     assert yaml.safe_load((space.model_dump_json())) is not None
+
+
+def test_hyperband_on_loss_stops_candidates_early_and_picks_a_completed_one(synthetic_dir, tmp_path):
+    search, report = run_search(tmp_path, synthetic_dir, strategy="hyperband", sampler="tpe", n=6, survivors=1)
+    rows = {r["name"]: r for r in report["candidates"]}
+    assert len(rows) == 6 and all(name.startswith("hb") for name in rows)
+    statuses = [r["status"] for r in rows.values()]
+    assert "pruned" in statuses and "complete" in statuses  # some stopped early, some ran the whole schedule
+    assert all(r["epoch"] < 4 for r in rows.values() if r["status"] == "pruned")
+    assert rows[report["winner"]]["epoch"] == 4 and report["test"]["winner"] == report["winner"]
+    assert "reference" not in report["budget"]  # loss needs no dense reference
+
+
+def test_atpe_proposals_are_points_of_the_space_and_repeatable():
+    pytest.importorskip("hyperopt")
+    space = load_space("demo")
+    archive = [({"sparsity.method": m, "sparsity.init": i, "sparsity.death_rate": r}, score)
+               for m, i, r, score in [("set", "er", 0.5, 0.3), ("rigl", "uniform", 0.8, 0.1), ("snfs", "er", 0.6, 0.5),
+                                      ("selfish", "uniform", 0.45, 0.2), ("set", "uniform", 0.7, 0.4)]]
+    first = propose("atpe", space, archive, 3, 11, [p for p, _ in archive])
+    assert first == propose("atpe", space, archive, 3, 11, [p for p, _ in archive])
+    for point in first:
+        assert point["sparsity.method"] in space.choices["sparsity.method"]
+        assert 0.4 <= point["sparsity.death_rate"] <= 0.9

@@ -5,10 +5,14 @@ Needs the ``atpe`` extra (hyperopt and lightgbm)."""
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Any
 
 from sparsernn.errors import ConfigError
 from sparsernn.search.space import SearchSpace
+
+
+_EPOCH = datetime(2000, 1, 1)
 
 
 def _hyperopt():
@@ -44,11 +48,28 @@ def propose_atpe(space: SearchSpace, archive: list[tuple[dict[str, Any], float]]
         misc = {"tid": tid, "cmd": domain.cmd, "workdir": None, "idxs": {key: [tid] for key in vals}, "vals": vals}
         (doc,) = trials.new_trial_docs([tid], [None], [{"loss": score, "status": "ok"}], [misc])
         doc["state"] = hyperopt.JOB_STATE_DONE
+        doc["book_time"] = doc["refresh_time"] = _EPOCH  # ATPE reads durations; fixed ones keep it deterministic
         trials.insert_trial_docs([doc])
         trials.refresh()
 
     for params, score in archive:
         record(params, score)
+    # ATPE draws from the global numpy and Python generators too: seed them for this call, then put back
+    import random
+
+    saved = np.random.get_state(), random.getstate()
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    try:
+        return _suggest(space, archive, count, seed, taken, atpe, domain, trials, record)
+    finally:
+        np.random.set_state(saved[0])
+        random.setstate(saved[1])
+
+
+def _suggest(space, archive, count, seed, taken, atpe, domain, trials, record) -> list[dict[str, Any]]:
+    import numpy as np
+
     worst = max((score for _, score in archive), default=0.0)
     seen = {tuple(sorted((k, repr(v)) for k, v in p.items())) for p in taken}
     rng = np.random.default_rng(seed)

@@ -7,7 +7,10 @@ candidates (``a``: the round's count) proposed by the sampler from the archive o
 score); the inserted ones are brought up to the survivors' epoch, and all train ``ei`` more epochs.
 When ``survivors`` remain they train to the end of the schedule, continuing from their checkpoints;
 the best by validation perplexity wins, and its test perplexity is measured once, at the end.
-``strategy="full"`` trains every initial candidate to the end instead (the baseline LSH saves).
+``strategy="full"`` trains every initial candidate to the end instead (the baseline LSH saves);
+``strategy="hyperband"`` is the multi-fidelity search a practitioner reaches for first: ``n``
+candidates proposed one at a time, each trained epoch by epoch and stopped by Optuna's Hyperband
+pruner on validation loss (brackets from ``e0`` epochs to the full schedule, halving).
 
 Everything lives in the search directory: an Optuna storage (``search.db``, SQLite unless a URL is
 given) with one trial per candidate and the search's state, and one run directory per candidate.
@@ -52,7 +55,9 @@ class SearchSettings(BaseModel):
     ei: int = Field(1, ge=1, description="epochs between rankings")
     survivors: int = Field(2, ge=1, description="candidates trained to the end")
     rank_by: Literal["ls", "loss"] = Field("ls", description="LS distance to the dense reference, or validation loss")
-    strategy: Literal["lsh", "full"] = Field("lsh", description="lsh: eliminate by rounds; full: train all to the end")
+    strategy: Literal["lsh", "full", "hyperband"] = Field(
+        "lsh", description="lsh: eliminate by rounds; full: train all to the end; hyperband: Optuna's Hyperband "
+        "pruner on validation loss, candidates one at a time")
     distance: Literal["pca2", "raw"] = Field("pca2", description="LS distance: 2-D PCA space, or raw spectra")
     k: int | None = Field(64, ge=1, description="exponents per spectrum (None: all)")
     state: Literal["hc", "h"] = Field("hc", description="LSTM state in the spectrum: (h, c) or h")
@@ -146,12 +151,12 @@ class Search:
     def candidates(self) -> dict[str, optuna.trial.FrozenTrial]:
         return {t.user_attrs["name"]: t for t in self.study.get_trials(deepcopy=False) if "name" in t.user_attrs}
 
-    def _add_candidates(self, points: list[dict[str, Any]], round_: int) -> list[str]:
+    def _add_candidates(self, points: list[dict[str, Any]], round_: int, prefix: str = "r") -> list[str]:
         """Trials for new points, named by round and slot; adding them again (after a resume) adds nothing."""
         existing = self.candidates()
         names = []
         for slot, params in enumerate(points):
-            name = f"r{round_}-{slot:02d}"
+            name = f"{prefix}{round_}-{slot:02d}"
             if name not in existing:
                 self.study.enqueue_trial(params, user_attrs={"name": name, "round": round_, "params": params})
             names.append(name)
@@ -170,7 +175,9 @@ class Search:
         if trial.state != optuna.trial.TrialState.RUNNING:
             return
         self._set(name, "status", status)
-        if status == "failed" or score is None or not math.isfinite(score):
+        if status == "pruned":
+            self.study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
+        elif status == "failed" or score is None or not math.isfinite(score):
             self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         else:
             self.study.tell(trial.number, score)
@@ -239,6 +246,11 @@ class Search:
         """Run (or continue) the search to its end; returns the report."""
         state = self.state
         settings = self.settings
+        if state["phase"] == "start" and settings.strategy == "hyperband":
+            state["phase"] = "hyperband"
+            self._save_state(state)
+        if state["phase"] == "hyperband":
+            self._hyperband(state)
         if state["phase"] == "start":
             if settings.sampler == "grid":
                 points = self.space.grid()
@@ -292,6 +304,46 @@ class Search:
         self.reporter.message(f"round {round_}: kept {', '.join(kept)}; eliminated {', '.join(eliminated)}"
                               + (f"; inserted {', '.join(inserted)}" if inserted else ""))
         state.update(alive=kept + inserted, round=round_ + 1, epoch=epoch + settings.ei)
+        self._save_state(state)
+
+    def _hyperband(self, state: dict[str, Any]) -> None:
+        """Candidates one at a time, each reported to Optuna's Hyperband pruner after every epoch."""
+        settings, horizon = self.settings, self.base.train.epochs
+        pruner = optuna.pruners.HyperbandPruner(min_resource=settings.e0, max_resource=horizon, reduction_factor=2)
+        study = optuna.load_study(study_name=STUDY, storage=self.storage, pruner=pruner)
+        grid = self.space.grid() if settings.sampler == "grid" else None
+        count = len(grid) if grid is not None else settings.n
+        while True:
+            trials = self.candidates()
+            running = sorted(n for n, t in trials.items() if t.state == optuna.trial.TrialState.RUNNING)
+            if not running:
+                if len(trials) >= count:
+                    break
+                if grid is not None:
+                    points = [grid[len(trials)]]
+                else:
+                    archive = [(t.user_attrs["params"], t.value) for t in trials.values()
+                               if t.state == optuna.trial.TrialState.COMPLETE]
+                    taken = [t.user_attrs["params"] for t in trials.values()]
+                    points = propose(settings.sampler, self.space, archive, 1, _seed(settings.seed, "hb", len(trials)),
+                                     taken)
+                running = self._add_candidates(points, len(trials), prefix="hb")
+            name = running[0]
+            live = optuna.trial.Trial(study, self.candidates()[name]._trial_id)
+            state["alive"] = [name]
+            for epoch in range(1, horizon + 1):
+                progress = self._train([name], epoch, "hyperband", state)[name]
+                if progress.failed:
+                    break
+                live.report(progress.val_loss[epoch], epoch)
+                if epoch < horizon and live.should_prune():
+                    self._finish_trial(name, "pruned", None)
+                    break
+            else:
+                self._finish_trial(name, "complete", min(progress.val_loss.values()))
+            self._save_state(state)
+        complete = [n for n, t in self.candidates().items() if t.state == optuna.trial.TrialState.COMPLETE]
+        state.update(alive=complete, phase="final")
         self._save_state(state)
 
     def _final(self, state: dict[str, Any]) -> None:

@@ -114,6 +114,8 @@ def plot_search(search: Search, rows: list[dict[str, Any]], report: dict[str, An
         paths.append(_save(fig, plt, out / f"ls_space_{points_file.stem}.png"))
     for key, label, filename in (("scores", "LS distance" if search.settings.rank_by == "ls" else "val loss",
                                   "score_vs_epoch.png"), ("val_ppl", "validation perplexity", "val_ppl_vs_epoch.png")):
+        if not any(row[key] for row in rows):
+            continue  # nothing of this kind was measured (no LS distances without a reference)
         fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
         for row in rows:
             series = row[key]

@@ -1,0 +1,86 @@
+"""The README's main job, measured: `sparsernn hyperprune` with its defaults (the demo space, the
+hyperprune-demo schedule, TPE, 8 candidates) on PTB. Records the wall time (target: under 10 minutes
+on 2 CPU cores), where the time went, and the search's own overhead: spectra, ranking and sampling,
+and everything else that is not training (storage, bookkeeping, plots) as a share of the wall time
+(target: under 5%).
+
+    python benchmarks/hyperprune_demo.py --data-dir ../shared/data/ptb
+    python benchmarks/hyperprune_demo.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import read_result, write_result  # noqa: E402
+
+from sparsernn.config import resolve_config  # noqa: E402
+from sparsernn.data import resolve_lm_dir  # noqa: E402
+from sparsernn.progress import default_reporter  # noqa: E402
+from sparsernn.search import Search, SearchSettings, load_space  # noqa: E402
+
+TARGET_MINUTES, TARGET_OVERHEAD = 10.0, 0.05
+
+
+def report(result: dict) -> None:
+    t = result["seconds"]
+    print(f"demo on {result['corpus']}: wall {t['wall'] / 60:.1f} min (target < {TARGET_MINUTES:.0f}: "
+          f"{'PASS' if t['wall'] < 60 * TARGET_MINUTES else 'FAIL'})")
+    print(f"  training and validation {t['train']:.1f} s, spectra {t['ls']:.1f} s, ranking and sampling "
+          f"{t['ranking']:.1f} s, storage, bookkeeping and plots {t['other']:.1f} s")
+    print(f"  search overhead {100 * result['overhead_fraction']:.1f}% of the wall time (target < "
+          f"{100 * TARGET_OVERHEAD:.0f}%: {'PASS' if result['overhead_fraction'] < TARGET_OVERHEAD else 'FAIL'})")
+    print(f"  epochs: " + ", ".join(f"{phase} {b['epochs']}" for phase, b in result["budget"].items()
+                                    if isinstance(b, dict)))
+    print(f"  winner {result['winner']} ({result['winner_method']}): valid ppl {result['winner_val_ppl']:.2f}, "
+          f"test ppl {result['winner_test_ppl']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default="runs/bench-demo")
+    parser.add_argument("--report-only", action="store_true", help="print the stored JSON, no search")
+    args = parser.parse_args()
+    if args.report_only:
+        report(read_result("hyperprune_demo"))
+        return
+    corpus_dir, note = resolve_lm_dir(args.data_dir)
+    if note:
+        sys.exit(f"hyperprune_demo.py measures the demo on PTB: {note}")
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)  # a fresh search and a fresh dense reference: the whole cost
+    shutil.rmtree(out.parent / "bench-demo-references", ignore_errors=True)
+    base = resolve_config("hyperprune-demo")
+    base.data.dir = str(corpus_dir.resolve())
+    search = Search(out, load_space("demo"), base, SearchSettings(), reference_dir=out.parent / "bench-demo-references",
+                    reporter=default_reporter())
+    started = time.perf_counter()
+    result = search.run()
+    wall = time.perf_counter() - started
+    budget = result["budget"]
+    train = sum(b["train_seconds"] for b in budget.values() if isinstance(b, dict))
+    ls = result["search_overhead"]["ls_seconds"]
+    ranking = result["search_overhead"]["ranking_and_sampling_seconds"]
+    other = wall - train - ls - ranking
+    winner = next(r for r in result["candidates"] if r["name"] == result["winner"])
+    payload = {
+        "command": "python benchmarks/hyperprune_demo.py " + " ".join(sys.argv[1:]),
+        "corpus": str(corpus_dir), "settings": result["settings"],
+        "seconds": {"wall": wall, "train": train, "ls": ls, "ranking": ranking, "other": other},
+        "overhead_fraction": (ls + ranking + other) / wall, "budget": budget,
+        "winner": result["winner"], "winner_method": result["winner_config"]["sparsity"]["method"],
+        "winner_val_ppl": winner["best_val_ppl"], "winner_test_ppl": result["test"]["test_ppl"],
+        "target_minutes": TARGET_MINUTES, "target_overhead": TARGET_OVERHEAD,
+    }
+    write_result("hyperprune_demo", payload)
+    report(payload)
+
+
+if __name__ == "__main__":
+    main()
