@@ -247,3 +247,24 @@ def test_atpe_proposals_are_points_of_the_space_and_repeatable():
     for point in first:
         assert point["sparsity.method"] in space.choices["sparsity.method"]
         assert 0.4 <= point["sparsity.death_rate"] <= 0.9
+
+
+@pytest.mark.slow
+def test_worker_processes_train_candidates_like_this_process(synthetic_dir, tmp_path):
+    from sparsernn.search.executor import Job, LocalExecutor, LSOptions
+
+    space = SearchSpace.model_validate(SPACE)
+    base = base_config(synthetic_dir, epochs=2)
+    points = [{"sparsity.method": "set", "sparsity.init": "er", "sparsity.death_rate": 0.5},
+              {"sparsity.method": "static", "sparsity.init": "uniform", "sparsity.death_rate": 0.5}]
+    ls = LSOptions(k=8, samples=3, steps=20)
+
+    def jobs(root):
+        return [Job(f"c{i}", space.candidate_config(base, p).to_dict(), str(root / f"c{i}"), 2, ls)
+                for i, p in enumerate(points)]
+
+    here = LocalExecutor(1).run(jobs(tmp_path / "here"))
+    there = LocalExecutor(2).run(jobs(tmp_path / "there"))
+    for a, b in zip(here, there):
+        assert a.failed is None and b.failed is None
+        assert a.val_loss == b.val_loss and a.spectra == b.spectra  # one thread each: the same numbers

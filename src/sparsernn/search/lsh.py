@@ -117,6 +117,8 @@ class Search:
                                           "budget": {}, "time_to_target": [], "compute_seconds": 0.0})):
                 self.study.set_user_attr(key, value)  # settings last but one: "settings" marks a complete start
         self.executor = executor or LocalExecutor(self.settings.workers)
+        self._ids: dict[str, tuple[int, int, dict[str, Any]]] = {}
+        self._finished: set[str] = set()
         self.reporter = reporter or SilentReporter()
 
     @classmethod
@@ -149,7 +151,19 @@ class Search:
         return resolve_method(validate(data, "dense reference"))
 
     def candidates(self) -> dict[str, optuna.trial.FrozenTrial]:
-        return {t.user_attrs["name"]: t for t in self.study.get_trials(deepcopy=False) if "name" in t.user_attrs}
+        """Every candidate's trial as stored (one read of the storage)."""
+        trials = {t.user_attrs["name"]: t for t in self.study.get_trials(deepcopy=False) if "name" in t.user_attrs}
+        for name, trial in trials.items():  # what never changes, or only one way, is kept at hand
+            self._ids[name] = (trial._trial_id, trial.number, trial.user_attrs["params"])
+            if trial.state != optuna.trial.TrialState.RUNNING:
+                self._finished.add(name)
+        return trials
+
+    def _trial(self, name: str) -> tuple[int, int, dict[str, Any]]:
+        """``(trial id, number, params)`` of a candidate, read from the storage only when unknown."""
+        if name not in self._ids:
+            self.candidates()
+        return self._ids[name]
 
     def _add_candidates(self, points: list[dict[str, Any]], round_: int, prefix: str = "r") -> list[str]:
         """Trials for new points, named by round and slot; adding them again (after a resume) adds nothing."""
@@ -166,24 +180,26 @@ class Search:
         return names
 
     def _set(self, name: str, key: str, value: Any) -> None:
-        trial = self.candidates()[name]
-        if trial.state == optuna.trial.TrialState.RUNNING:
-            optuna.trial.Trial(self.study, trial._trial_id).set_user_attr(key, value)
+        """An attribute of a running candidate's trial (a finished trial keeps what it had)."""
+        trial_id, _, _ = self._trial(name)
+        if name not in self._finished:
+            optuna.trial.Trial(self.study, trial_id).set_user_attr(key, value)
 
     def _finish_trial(self, name: str, status: str, score: float | None) -> None:
-        trial = self.candidates()[name]
-        if trial.state != optuna.trial.TrialState.RUNNING:
+        _, number, _ = self._trial(name)
+        if name in self._finished:
             return
         self._set(name, "status", status)
         if status == "pruned":
-            self.study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
+            self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
         elif status == "failed" or score is None or not math.isfinite(score):
-            self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
         else:
-            self.study.tell(trial.number, score)
+            self.study.tell(number, score)
+        self._finished.add(name)
 
     def candidate_config(self, name: str) -> RunConfig:
-        return self.space.candidate_config(self.base, self.candidates()[name].user_attrs["params"])
+        return self.space.candidate_config(self.base, self._trial(name)[2])
 
     # ---- the work -------------------------------------------------------------------------------
 
@@ -233,9 +249,9 @@ class Search:
                                           self.settings.distance, self.settings.k)
             (self.out / "ls_space").mkdir(exist_ok=True)
             (self.out / "ls_space" / f"round-{round_}.json").write_text(json.dumps(points))
+        trials = self.candidates()
         for name, score in scores.items():
-            trial = self.candidates()[name]
-            history = dict(trial.user_attrs.get("scores", {}))
+            history = dict(trials[name].user_attrs.get("scores", {}))
             history[str(epoch)] = score
             self._set(name, "scores", history)
         state["budget"]["overhead_seconds"] = state["budget"].get("overhead_seconds", 0.0) + \
@@ -329,7 +345,7 @@ class Search:
                                      taken)
                 running = self._add_candidates(points, len(trials), prefix="hb")
             name = running[0]
-            live = optuna.trial.Trial(study, self.candidates()[name]._trial_id)
+            live = optuna.trial.Trial(study, self._trial(name)[0])
             state["alive"] = [name]
             for epoch in range(1, horizon + 1):
                 progress = self._train([name], epoch, "hyperband", state)[name]
