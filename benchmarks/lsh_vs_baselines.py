@@ -109,11 +109,11 @@ def main() -> None:
             config = resolve_method(validate(data, unit))
             progress = advance(Job(unit, config.to_dict(), str(out / unit), base.train.epochs, None))
             from sparsernn.runs import load_model
-            from sparsernn.search.executor import _corpus
+            from sparsernn.search.executor import corpus_for
             from sparsernn.tasks import build_task
 
             model, cfg, _, _ = load_model(out / unit)
-            test = build_task(cfg, _corpus(cfg.data.dir)).evaluate(model, "test")
+            test = build_task(cfg, corpus_for(cfg.data.dir)).evaluate(model, "test")
             result["units"][unit] = {"test_ppl": test["ppl"], "best_val_ppl": min(progress.val_ppl.values()),
                                      "compute_seconds": progress.train_seconds, "epochs": progress.epochs_trained}
         else:

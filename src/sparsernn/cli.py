@@ -338,7 +338,7 @@ def _hyperprune(
     except KeyboardInterrupt:
         err.print(f"interrupted; continue with: sparsernn hyperprune --resume {search.out}")
         raise typer.Exit(130) from None
-    out.print(leaderboard_table(search))
+    out.print(search.leaderboard())
     test = report["test"] or {}
     out.print(f"winner {report['winner']}: {report['winner_config']['sparsity']['method']}, valid ppl "
               f"{min(r['best_val_ppl'] for r in report['candidates'] if r['name'] == report['winner']):.2f}, "
@@ -348,12 +348,6 @@ def _hyperprune(
               f"(spectra {overhead['ls_seconds']:.1f} s, ranking and sampling "
               f"{overhead['ranking_and_sampling_seconds']:.1f} s)", soft_wrap=True)
     out.print(f"report {search.out / 'report.json'}; plots " + ", ".join(report["plots"]), soft_wrap=True)
-
-
-def leaderboard_table(search):
-    from sparsernn.search.report import leaderboard
-
-    return leaderboard(search)
 
 
 def _search_option(option: str, name: str) -> inspect.Parameter:

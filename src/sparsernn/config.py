@@ -146,7 +146,7 @@ class RunConfig(_Section):
         return self.model_dump(mode="json")
 
 
-def _presets_dir() -> Path:
+def presets_dir() -> Path:
     """Presets ship inside the wheel as ``sparsernn/configs``; in a source checkout they are ``configs/``."""
     packaged = resources.files("sparsernn") / "configs"
     if packaged.is_dir():
@@ -155,12 +155,12 @@ def _presets_dir() -> Path:
 
 
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in _presets_dir().glob("*.yaml"))
+    return sorted(p.stem for p in presets_dir().glob("*.yaml"))
 
 
 def preset_description(name: str) -> str:
     """A preset's first comment line (each preset file starts by saying what it is)."""
-    for line in (_presets_dir() / f"{name}.yaml").read_text(encoding="utf-8").splitlines():
+    for line in (presets_dir() / f"{name}.yaml").read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):
             return line.lstrip("# ").strip()
     return ""
@@ -187,7 +187,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_preset(name: str) -> dict[str, Any]:
-    path = _presets_dir() / f"{name}.yaml"
+    path = presets_dir() / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
     return _read_yaml(path)

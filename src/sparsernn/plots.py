@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from sparsernn.dynamics import Spectrum
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +21,7 @@ def _pyplot():
 
 def plot_spectra(spectra: dict[str, Spectrum], path: str | Path, title: str = "Lyapunov spectrum") -> Path:
     """Exponents against their index, one line per model, overlaid."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for label, spectrum in spectra.items():
         e, f = spectrum.exponents.numpy(), spectrum.features  # -inf exponents are not drawn
@@ -34,7 +34,7 @@ def plot_spectra(spectra: dict[str, Spectrum], path: str | Path, title: str = "L
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def plot_zero_pattern(model, path: str | Path, max_pixels: int = 600) -> Path:
@@ -42,7 +42,7 @@ def plot_zero_pattern(model, path: str | Path, max_pixels: int = 600) -> Path:
     as blank rows (gate rows) and columns. Large matrices are max-pooled down to ``max_pixels``."""
     import torch
 
-    plt = _pyplot()
+    plt = pyplot()
     names = [f"{layer.module}.{name}" for layer in model.recurrent_stack()
              for name in layer.spec.weights(model.get_submodule(layer.module))]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 4), dpi=120)
@@ -56,12 +56,12 @@ def plot_zero_pattern(model, path: str | Path, max_pixels: int = 600) -> Path:
         ax.set_yticks([])
     fig.suptitle("non-zero weights (black); blank strips are removed ISS components")
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def plot_group_norms(norms: dict[str, object], path: str | Path) -> Path:
     """Histogram of ISS component norms per layer (ISS paper Fig. 6)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=120)
     for label, values in norms.items():
         ax.hist(values.cpu().numpy(), bins=50, alpha=0.6, label=label)
@@ -69,10 +69,10 @@ def plot_group_norms(norms: dict[str, object], path: str | Path) -> Path:
     ax.set_ylabel("components")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
-def _save(fig, plt, path: str | Path) -> Path:
+def save_figure(fig, plt, path: str | Path) -> Path:
     from sparsernn.files import atomic_write_bytes
 
     path = Path(path)

@@ -64,15 +64,15 @@ class Executor(Protocol):
         """Run every job; one Progress per job, in order. A job that fails says why (``failed``)."""
 
 
-_CORPORA: dict[str, Any] = {}
+CORPORA: dict[str, Any] = {}
 
 
-def _corpus(directory: str):
+def corpus_for(directory: str):
     from sparsernn.data import load_corpus
 
-    if directory not in _CORPORA:
-        _CORPORA[directory] = load_corpus(directory)
-    return _CORPORA[directory]
+    if directory not in CORPORA:
+        CORPORA[directory] = load_corpus(directory)
+    return CORPORA[directory]
 
 
 def _read_spectra(run_dir: Path) -> dict[str, dict[int, list[float | None]]]:
@@ -95,7 +95,7 @@ def advance(job: Job) -> Progress:
     run_dir = Path(job.run_dir)
     try:
         config = validate(job.config, f"{job.name} config")
-        task_data = _corpus(config.data.dir)
+        task_data = corpus_for(config.data.dir)
         trainer = Trainer.open(run_dir, task_data, config)
         spectra = _read_spectra(run_dir)
 

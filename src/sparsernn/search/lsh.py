@@ -36,6 +36,7 @@ from sparsernn.errors import ConfigError
 from sparsernn.progress import Reporter, SilentReporter
 from sparsernn.search.executor import Executor, Job, LocalExecutor, LSOptions, Progress
 from sparsernn.search.ls_space import ls_distances, nearer_half
+from sparsernn.search.report import leaderboard, write_report
 from sparsernn.search.samplers import propose
 from sparsernn.search.space import SearchSpace
 from sparsernn.sparsity import resolve_method
@@ -201,6 +202,47 @@ class Search:
     def candidate_config(self, name: str) -> RunConfig:
         return self.space.candidate_config(self.base, self._trial(name)[2])
 
+    # ---- what it shows ---------------------------------------------------------------------------
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per candidate: its point of the space, status, epoch, scores and perplexities."""
+        rows = []
+        for name, trial in sorted(self.candidates().items()):
+            attrs = trial.user_attrs
+            ppl = {int(e): v for e, v in attrs.get("val_ppl", {}).items()}
+            rows.append({"name": name, "params": attrs.get("params", {}), "status": attrs.get("status", "alive"),
+                         "round": attrs.get("round"), "epoch": attrs.get("epoch", 0),
+                         "scores": {int(e): v for e, v in attrs.get("scores", {}).items()},
+                         "val_ppl": ppl, "best_val_ppl": min(ppl.values()) if ppl else None,
+                         "failed": attrs.get("failed")})
+        return rows
+
+    def leaderboard(self, scores: dict[str, float] | None = None):
+        return leaderboard(self.rows(), self.settings.sampler, self.settings.rank_by, scores)
+
+    def report(self) -> dict[str, Any]:
+        """Where the search stands: candidates, winner and its test metrics, budget, overhead, time to target."""
+        state = self.state
+        budget = state["budget"]
+        compute = state["compute_seconds"]
+        ls_seconds = sum(bucket.get("ls_seconds", 0.0) for bucket in budget.values() if isinstance(bucket, dict))
+        overhead = budget.get("overhead_seconds", 0.0)
+        return {
+            "settings": self.settings.model_dump(mode="json"),
+            "space": self.space.model_dump(mode="json"),
+            "phase": state["phase"],
+            "winner": state.get("winner"),
+            "winner_config": self.candidate_config(state["winner"]).to_dict() if state.get("winner") else None,
+            "test": state.get("test"),
+            "candidates": self.rows(),
+            "budget": budget,
+            "compute_seconds": compute,
+            "search_overhead": {"ls_seconds": ls_seconds, "ranking_and_sampling_seconds": overhead,
+                                "fraction": (ls_seconds + overhead) / compute if compute else 0.0},
+            "time_to_target": state["time_to_target"],
+            "reference_dir": str(self.reference_dir),
+        }
+
     # ---- the work -------------------------------------------------------------------------------
 
     def _train(self, names: list[str], epoch: int, phase: str, state: dict[str, Any],
@@ -279,9 +321,7 @@ class Search:
             self._round(state)
         if state["phase"] == "final":
             self._final(state)
-        from sparsernn.search.report import write_report
-
-        return write_report(self)
+        return write_report(self.out, self.report())
 
     def _round(self, state: dict[str, Any]) -> None:
         settings, round_, epoch = self.settings, state["round"], state["epoch"]
@@ -290,9 +330,7 @@ class Search:
         results = self._train(alive, epoch, f"round {round_}", state, reference=settings.rank_by == "ls")
         alive = state["alive"]
         scores = self._scores(results, alive, epoch, round_, state)
-        from sparsernn.search.report import leaderboard
-
-        self.reporter.message(leaderboard(self, scores))
+        self.reporter.message(self.leaderboard(scores))
         horizon = self.base.train.epochs
         if len(alive) <= settings.survivors or epoch + settings.ei >= horizon:
             keep = sorted(alive, key=lambda n: (scores[n], n))[:settings.survivors]
@@ -372,11 +410,11 @@ class Search:
         winner = min(finished, key=lambda n: (finished[n], n))
         if "test" not in state:  # measured once, for the winner only
             from sparsernn.runs import load_model
-            from sparsernn.search.executor import _corpus
+            from sparsernn.search.executor import corpus_for
             from sparsernn.tasks import build_task
 
             model, config, _, _ = load_model(self.out / "candidates" / winner)
-            task = build_task(config, _corpus(config.data.dir))
+            task = build_task(config, corpus_for(config.data.dir))
             state["test"] = {"winner": winner, **{f"test_{k}": v for k, v in task.evaluate(model, "test").items()}}
         for name in state["alive"]:
             self._set(name, "final_val_ppl", finished.get(name))

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.table import Table
 
 from sparsernn.files import atomic_write_text
-
-if TYPE_CHECKING:
-    from sparsernn.search.lsh import Search
 
 
 def _describe(params: dict[str, Any]) -> str:
@@ -20,28 +17,14 @@ def _describe(params: dict[str, Any]) -> str:
                     f"{k.removeprefix('sparsity.')}={v}" for k, v in params.items())
 
 
-def candidate_rows(search: Search) -> list[dict[str, Any]]:
-    rows = []
-    for name, trial in sorted(search.candidates().items()):
-        attrs = trial.user_attrs
-        ppl = {int(e): v for e, v in attrs.get("val_ppl", {}).items()}
-        rows.append({"name": name, "params": attrs.get("params", {}), "status": attrs.get("status", "alive"),
-                     "round": attrs.get("round"), "epoch": attrs.get("epoch", 0),
-                     "scores": {int(e): v for e, v in attrs.get("scores", {}).items()},
-                     "val_ppl": ppl, "best_val_ppl": min(ppl.values()) if ppl else None,
-                     "failed": attrs.get("failed")})
-    return rows
-
-
-def leaderboard(search: Search, scores: dict[str, float] | None = None) -> Table:
-    """Candidates by their latest score (distance or loss), then the rest."""
-    rows = candidate_rows(search)
-    metric = "LS distance" if search.settings.rank_by == "ls" else "val loss"
+def leaderboard(rows: list[dict[str, Any]], sampler: str, rank_by: str, scores: dict[str, float] | None = None) -> Table:
+    """Candidates by their latest score (distance or loss), then the rest; ``scores`` marks this round's."""
+    metric = "LS distance" if rank_by == "ls" else "val loss"
 
     def latest(row):
         return row["scores"][max(row["scores"])] if row["scores"] else math.inf
 
-    table = Table(title=f"hyperprune leaderboard ({search.settings.sampler}, ranked by {metric})")
+    table = Table(title=f"hyperprune leaderboard ({sampler}, ranked by {metric})")
     for column in ("candidate", "configuration", "status", "epoch", metric, "best val ppl"):
         table.add_column(column, justify="right" if column in ("epoch", metric, "best val ppl") else "left")
     for row in sorted(rows, key=lambda r: (r["status"] in ("eliminated", "failed"), latest(r), r["name"])):
@@ -53,31 +36,10 @@ def leaderboard(search: Search, scores: dict[str, float] | None = None) -> Table
     return table
 
 
-def write_report(search: Search) -> dict[str, Any]:
-    """``report.json`` and the plots in ``plots/``; returns the report."""
-    state = search.state
-    rows = candidate_rows(search)
-    budget = state["budget"]
-    compute = state["compute_seconds"]
-    ls_seconds = sum(bucket.get("ls_seconds", 0.0) for bucket in budget.values() if isinstance(bucket, dict))
-    overhead = budget.get("overhead_seconds", 0.0)
-    report = {
-        "settings": search.settings.model_dump(mode="json"),
-        "space": search.space.model_dump(mode="json"),
-        "phase": state["phase"],
-        "winner": state.get("winner"),
-        "winner_config": search.candidate_config(state["winner"]).to_dict() if state.get("winner") else None,
-        "test": state.get("test"),
-        "candidates": rows,
-        "budget": budget,
-        "compute_seconds": compute,
-        "search_overhead": {"ls_seconds": ls_seconds, "ranking_and_sampling_seconds": overhead,
-                            "fraction": (ls_seconds + overhead) / compute if compute else 0.0},
-        "time_to_target": state["time_to_target"],
-        "reference_dir": str(search.reference_dir),
-    }
-    report["plots"] = [str(p) for p in plot_search(search, rows, report)]
-    atomic_write_text(search.out / "report.json", json.dumps(_strict(report), indent=1, allow_nan=False, default=str))
+def write_report(out: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """``report.json`` and the plots in ``out/plots``; returns the report with the plots' paths."""
+    report["plots"] = [str(p) for p in plot_search(out, report)]
+    atomic_write_text(out / "report.json", json.dumps(_strict(report), indent=1, allow_nan=False, default=str))
     return report
 
 
@@ -92,13 +54,15 @@ def _strict(value: Any) -> Any:
     return value
 
 
-def plot_search(search: Search, rows: list[dict[str, Any]], report: dict[str, Any]) -> list[Path]:
-    from sparsernn.plots import _pyplot, _save
+def plot_search(directory: Path, report: dict[str, Any]) -> list[Path]:
+    """Candidates in LS space per round, score and perplexity per epoch, time to target."""
+    from sparsernn.plots import pyplot, save_figure
 
-    plt = _pyplot()
-    out = search.out / "plots"
+    plt = pyplot()
+    out = directory / "plots"
+    rows = report["candidates"]
     paths = []
-    for points_file in sorted((search.out / "ls_space").glob("round-*.json")):
+    for points_file in sorted((directory / "ls_space").glob("round-*.json")):
         points = json.loads(points_file.read_text())
         fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
         for name, by_epoch in points.items():
@@ -111,8 +75,8 @@ def plot_search(search: Search, rows: list[dict[str, Any]], report: dict[str, An
         ax.set_ylabel("LS PC 2")
         ax.set_title(f"LS space, {points_file.stem} (paths over epochs; black: dense reference)", fontsize=9)
         fig.tight_layout()
-        paths.append(_save(fig, plt, out / f"ls_space_{points_file.stem}.png"))
-    for key, label, filename in (("scores", "LS distance" if search.settings.rank_by == "ls" else "val loss",
+        paths.append(save_figure(fig, plt, out / f"ls_space_{points_file.stem}.png"))
+    for key, label, filename in (("scores", "LS distance" if report["settings"]["rank_by"] == "ls" else "val loss",
                                   "score_vs_epoch.png"), ("val_ppl", "validation perplexity", "val_ppl_vs_epoch.png")):
         if not any(row[key] for row in rows):
             continue  # nothing of this kind was measured (no LS distances without a reference)
@@ -129,7 +93,7 @@ def plot_search(search: Search, rows: list[dict[str, Any]], report: dict[str, An
             ax.set_yscale("log")
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()
-        paths.append(_save(fig, plt, out / filename))
+        paths.append(save_figure(fig, plt, out / filename))
     curve = report["time_to_target"]
     if curve:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
@@ -139,5 +103,5 @@ def plot_search(search: Search, rows: list[dict[str, Any]], report: dict[str, An
         ax.set_ylabel("best validation perplexity found")
         ax.set_yscale("log")
         fig.tight_layout()
-        paths.append(_save(fig, plt, out / "time_to_target.png"))
+        paths.append(save_figure(fig, plt, out / "time_to_target.png"))
     return paths

@@ -29,7 +29,7 @@ import optuna
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sparsernn.config import RunConfig, _presets_dir, validate
+from sparsernn.config import RunConfig, presets_dir, validate
 from sparsernn.errors import ConfigError
 from sparsernn.sparsity import METHODS, resolve_method
 
@@ -156,7 +156,7 @@ def load_space(source: str | Path) -> SearchSpace:
     """A search space from a YAML file or a preset name (``configs/search/<name>.yaml``)."""
     path = Path(source)
     if not path.suffix and not path.exists():
-        path = _presets_dir() / "search" / f"{source}.yaml"
+        path = presets_dir() / "search" / f"{source}.yaml"
         if not path.is_file():
             raise ConfigError(f"unknown search space {source!r}; presets: {', '.join(space_presets())}, "
                               f"or give a YAML file")
@@ -183,4 +183,4 @@ def load_space(source: str | Path) -> SearchSpace:
 
 
 def space_presets() -> list[str]:
-    return sorted(p.stem for p in (_presets_dir() / "search").glob("*.yaml"))
+    return sorted(p.stem for p in (presets_dir() / "search").glob("*.yaml"))
