@@ -14,7 +14,7 @@ A positive correlation means "nearer the reference (or lower loss) early -> bett
 Runs in pieces: each finished candidate is appended to results/lsh_predictiveness.json and skipped
 on the next start; the runs themselves resume from their checkpoints.
 
-    python benchmarks/lsh_predictiveness.py --data-dir ../shared/data/ptb --candidates 16
+    python benchmarks/lsh_predictiveness.py --data-dir ../shared/data/ptb   # the committed run's scale
     python benchmarks/lsh_predictiveness.py --report-only
 """
 
@@ -98,11 +98,11 @@ def report(result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--candidates", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--epoch-tokens", type=int, default=100_000)
+    parser.add_argument("--candidates", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epoch-tokens", type=int, default=80_000)
     parser.add_argument("--e0", type=int, default=2)
-    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=6)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--out", default="runs/lsh_predictiveness")
     parser.add_argument("--report-only", action="store_true", help="print the stored JSON, no training")
