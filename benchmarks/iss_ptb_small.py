@@ -54,7 +54,8 @@ def main() -> None:
     for lam in (float(v) for v in args.lambdas.split(",")):
         iss_dir = Path(args.out) / f"iss-{lam:g}"
         iss = run(resolve_config("ptb-small", overrides={**common, "sparsity.method": "iss",
-                                                         "sparsity.lasso_lambda": lam}), corpus, iss_dir)
+                                                         "sparsity.lasso_lambda": lam,
+                                                         "sparsity.lasso_update": "subgradient"}), corpus, iss_dir)
         model, *_ = load_model(iss_dir / BEST)
         sizes = [int((~z).sum()) for z in removable_units(model)]
         compacted = compact(model) if min(sizes) > 0 else None

@@ -133,7 +133,8 @@ def test_sparse_training_iss_compaction_and_lyapunov_from_the_command_line(synth
     assert report["start"]["nonzero"] == report["end"]["nonzero"] == round(0.33 * report["end"]["total"])
 
     iss = run_cli("train", "--data-dir", str(synthetic_dir), *TINY, "--epochs", "1", "--epoch-tokens", "4000",
-                  "--method", "iss", "--lasso-lambda", "0.004", "--zero-threshold", "0.002", "--out", str(tmp_path / "iss"))
+                  "--method", "iss", "--lasso-update", "subgradient", "--lasso-lambda", "0.004", "--zero-threshold", "0.002",
+                  "--out", str(tmp_path / "iss"))
     assert iss.returncode == 0, iss.stderr
     compacted = run_cli("compact", str(tmp_path / "iss"), "-o", str(tmp_path / "small.safetensors"),
                         "--plots", str(tmp_path / "plots"))

@@ -9,7 +9,8 @@ from torch import nn
 
 from sparsernn.config import ModelConfig
 from sparsernn.models import RNNLanguageModel, SequenceTagger
-from sparsernn.sparsity.iss import EPSILON, GroupLasso, compact, component_masks, group_sq_norms, removable_units
+from sparsernn.sparsity.iss import EPSILON, compact, component_masks, group_sq_norms, removable_units
+from sparsernn.sparsity.lasso import GroupLasso
 from sparsernn.runs import load_model, save_model
 from sparsernn.train import Trainer
 
@@ -142,7 +143,8 @@ def test_group_lasso_gradient_equals_autograd_of_the_regulariser():
 
 
 def test_thresholding_keeps_zeroed_groups_at_zero(synthetic_corpus):
-    config = tiny_config(sparsity={"method": "iss", "lasso_lambda": 1e-4}, train={"epochs": 1},
+    config = tiny_config(sparsity={"method": "iss", "lasso_lambda": 1e-4, "lasso_update": "subgradient"},
+                         train={"epochs": 1},
                          data={"epoch_tokens": 8 * 10 * 30})
     trainer = Trainer(config, synthetic_corpus)
     removed = [[1, 5], [0]]
@@ -162,7 +164,8 @@ def test_thresholding_keeps_zeroed_groups_at_zero(synthetic_corpus):
 
 
 def test_strong_group_lasso_removes_components_and_compaction_is_exact(synthetic_corpus, tmp_path):
-    config = tiny_config(sparsity={"method": "iss", "lasso_lambda": [0.003, 0.003], "zero_threshold": 2e-3},
+    config = tiny_config(sparsity={"method": "iss", "lasso_lambda": [0.003, 0.003], "zero_threshold": 2e-3,
+                                           "lasso_update": "subgradient"},
                          train={"epochs": 2}, data={"epoch_tokens": 8 * 10 * 40})
     trainer = Trainer(config, synthetic_corpus, tmp_path)
     trainer.fit()

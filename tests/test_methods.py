@@ -9,7 +9,8 @@ import torch
 from sparsernn.errors import CheckpointError, ConfigError
 from sparsernn.runs import BEST
 from sparsernn.sparsity import METHODS, resolve_method
-from sparsernn.sparsity.iss import GroupLasso, unit_slices
+from sparsernn.sparsity.iss import unit_slices
+from sparsernn.sparsity.lasso import GroupLasso
 from sparsernn.train import Trainer
 
 from conftest import tiny_config
@@ -44,8 +45,14 @@ def test_selfish_keeps_the_optimizer_the_config_names():
     ({"method": "rigl", "density": 0.5, "lasso_lambda": 0.1}, {}, r"sparsity\.lasso_lambda: not used by .* rigl"),
     ({"method": "iss"}, {}, r"sparsity\.method iss needs sparsity\.lasso_lambda"),
     ({"method": "iss", "lasso_lambda": 0.1, "density": 0.5}, {}, r"iss learns its sparsity"),
-    ({"method": "iss", "lasso_lambda": 0.1}, {"model": {"tie_weights": True, "hidden_sizes": [32, 32]}},
-     r"iss needs model\.tie_weights off"),
+    ({"method": "iss", "target_units": [8, 8, 8]}, {}, r"sparsity\.target_units: 3 values for 2 recurrent layers"),
+    ({"method": "iss", "target_units": [40]}, {}, r"sparsity\.target_units: 40 is not in 1\.\.32"),
+    ({"method": "iss", "target_units": [8], "target_multiply_adds": 0.5}, {}, r"set one target, not both"),
+    ({"method": "iss", "lasso_lambda": 0.1, "target_epoch": 1}, {}, r"sparsity\.target_epoch: only used with"),
+    ({"method": "iss", "target_units": [8], "target_epoch": 9}, {"train": {"epochs": 2}}, r"target_epoch 9 is after"),
+    ({"method": "iss", "target_units": [8], "lasso_lambda": 0.1}, {}, r"sparsity\.lasso_lambda: a target .* sets lambda"),
+    ({"method": "iss", "target_units": [8], "lasso_update": "subgradient"}, {}, r"lasso_update: a target .* proximal"),
+    ({"method": "l1", "target_units": [8]}, {}, r"sparsity\.target_units: not used by sparsity\.method l1"),
     ({"method": "gmp", "density": 0.5, "start_epoch": 3, "end_epoch": 2}, {}, r"end_epoch \(2\) is before start_epoch"),
     ({"method": "gmp", "density": 0.5, "update_every": "epoch"}, {}, r"gmp prunes every N steps"),
     ({"method": "magic", "density": 0.5}, {}, r"sparsity\.method: unknown sparsity method 'magic'; expected one of"),
@@ -57,7 +64,7 @@ def test_method_guards_are_one_line_errors_naming_the_field(sparsity, extra, mes
 
 
 def test_l1_adds_lambda_sign_to_the_gradient_and_zeroes_small_weights(synthetic_corpus):
-    config = tiny_config(sparsity={"method": "l1", "lasso_lambda": 1e-3, "zero_threshold": 1e-2},
+    config = tiny_config(sparsity={"method": "l1", "lasso_lambda": 1e-3, "zero_threshold": 1e-2, "lasso_update": "subgradient"},
                          data={"epoch_tokens": 8 * 10 * 20}, train={"epochs": 1})
     trainer = Trainer(config, synthetic_corpus)
     sparsifier = trainer.sparsifier

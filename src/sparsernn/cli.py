@@ -29,6 +29,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Get and check corpora.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+iss_app = typer.Typer(help="ISS tools: the zeroing threshold of a trained model, structure plots of a run.",
+                      no_args_is_help=True)
+app.add_typer(iss_app, name="iss")
 
 out = Console()
 err = Console(stderr=True)
@@ -40,6 +43,7 @@ TRAIN_OPTION_FIELDS = {
     "--eval-batch-size": "data.eval_batch_size",
     "--bptt": "data.bptt",
     "--epoch-tokens": "data.epoch_tokens",
+    "--train-tokens": "data.train_tokens",
     "--cell": "model.cell",
     "--hidden": "model.hidden_sizes",
     "--embedding-size": "model.embedding_size",
@@ -68,8 +72,12 @@ TRAIN_OPTION_FIELDS = {
     "--start-epoch": "sparsity.start_epoch",
     "--end-epoch": "sparsity.end_epoch",
     "--lasso-lambda": "sparsity.lasso_lambda",
+    "--lasso-update": "sparsity.lasso_update",
     "--zero-threshold": "sparsity.zero_threshold",
     "--group-biases": "sparsity.group_biases",
+    "--target-units": "sparsity.target_units",
+    "--target-multiply-adds": "sparsity.target_multiply_adds",
+    "--target-epoch": "sparsity.target_epoch",
     "--init-from": "train.init_from",
     "--epochs": "train.epochs",
     "--seed": "train.seed",
@@ -499,6 +507,8 @@ def compact(
     ckpt: Annotated[Path, typer.Argument(help="checkpoint or run directory (best) with zeroed ISS components")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="compacted checkpoint (.safetensors)")],
     plots: Annotated[Optional[Path], typer.Option(help="directory for the zero-pattern and group-norm plots")] = None,
+    timing: Annotated[bool, typer.Option("--timing/--no-timing", help="measure the inference speed-up (batch 10, "
+                                                                      "30 steps, models interleaved)")] = True,
 ) -> None:
     """Remove every all-zero ISS component: a smaller dense model of plain nn.LSTM/nn.Linear modules."""
     from sparsernn.runs import load_model, model_path, save_model
@@ -516,14 +526,20 @@ def compact(
     except ValueError as exc:
         raise SparsernnError(f"{path}: {exc}") from None
     before, after = size_summary(model), size_summary(small)
+    timed: dict[str, float] = {}
+    if timing:
+        from sparsernn.timing import inference_seconds
+
+        timed = inference_seconds({"before": model, "after": small}, model.decoder.out_features)
     table = Table(title=f"compacted {path} -> {out_path}")
-    for column in ("", "hidden sizes", "parameters", "mult-adds / token"):
+    for column in ("", "hidden sizes", "parameters", "mult-adds / token", *(["inference (measured)"] if timed else [])):
         table.add_column(column, justify="right")
     for label, row in (("before", before), ("after", after)):
         table.add_row(label, ",".join(map(str, row["hidden_sizes"])), f"{row['parameters']:,}",
-                      f"{row['multiply_adds']:,}")
+                      f"{row['multiply_adds']:,}", *([f"{1000 * timed[label]:.2f} ms"] if timed else []))
     table.add_row("ratio", "", f"{before['parameters'] / after['parameters']:.2f}x",
-                  f"{before['multiply_adds'] / after['multiply_adds']:.2f}x")
+                  f"{before['multiply_adds'] / after['multiply_adds']:.2f}x",
+                  *([f"{timed['before'] / timed['after']:.2f}x faster"] if timed else []))
     save_model(out_path, small, {**meta, "config": compacted_config(cfg, small).to_dict(), "compacted_from": str(path)})
     out.print(table)
     if plots is not None:
@@ -533,6 +549,68 @@ def compact(
         norms = {f"layer {n + 1}": sq.sqrt() for n, sq in enumerate(group_sq_norms(model))}
         out.print(f"plots: {plot_zero_pattern(model, plots / 'zero_pattern.png')}, "
                   f"{plot_group_norms(norms, plots / 'group_norms.png')}")
+
+
+@iss_app.command("tau")
+def iss_tau(
+    ckpt: Annotated[Path, typer.Argument(help="trained checkpoint or run directory (best), usually dense")],
+    margin: Annotated[float, typer.Option(help="largest relative worsening of the validation metric allowed")] = 0.01,
+    data_dir: Annotated[Optional[str], typer.Option(help="corpus directory [default: the one it trained on]")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """The ISS paper's zeroing threshold: the largest tau whose zeroing of |w| < tau keeps validation
+    perplexity within --margin; use it as --zero-threshold with --lasso-update subgradient."""
+    from sparsernn.sparsity.lasso import zeroing_threshold
+    from sparsernn.train import resolve_device
+
+    if not 0.0 <= margin < 1.0:
+        raise SparsernnError(f"--margin: expected a fraction in [0, 1), got {margin}")
+    path, model, _, task = _model_and_task(ckpt, data_dir, resolve_device(device))
+    primary = task.primary.name
+    try:
+        tau, trials = zeroing_threshold(model, lambda m: task.evaluate(m, "valid")[primary], margin, task.primary.goal)
+    except ValueError as exc:
+        raise SparsernnError(f"{path}: {exc}") from None
+    table = Table(title=f"zeroing |w| < tau in {path} (validation {primary}, margin {margin:g})")
+    for column in ("tau", "weights zeroed", f"valid {primary}"):
+        table.add_column(column, justify="right")
+    for trial in trials:
+        table.add_row(f"{trial['tau']:.3g}", f"{trial['zeroed']:.1%}", f"{trial['score']:.3f}")
+    out.print(table)
+    out.print(f"tau = {tau:.4g}" + (f"   (train with --lasso-update subgradient --zero-threshold {tau:.4g})"
+                                     if tau > 0 else "   (even the smallest threshold tried costs more than the margin)"))
+
+
+@iss_app.command("plot")
+def iss_plot(
+    run_dir: Annotated[Path, typer.Argument(help="run directory of an iss or l1 run (or a checkpoint)")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="directory for the PNGs [default: RUN/plots]")] = None,
+) -> None:
+    """Structure plots: zero pattern of each recurrent matrix, component norms (final and over epochs),
+    and the all-zero rows and columns that L1 reveals."""
+    from sparsernn.plots import plot_group_norms, plot_norm_curves, plot_zero_lines, plot_zero_pattern
+    from sparsernn.runs import RunDir, load_model, model_path
+    from sparsernn.sparsity.iss import group_sq_norms, zero_lines
+
+    path = model_path(run_dir)
+    model, cfg, _, _ = load_model(path)
+    out_dir = out_dir or (run_dir if run_dir.is_dir() else path.parent) / "plots"
+    written = [plot_zero_pattern(model, out_dir / "zero_pattern.png")]
+    norms = {f"layer {n + 1}": sq.clamp_min(0).sqrt() for n, sq in enumerate(group_sq_norms(model))}
+    written.append(plot_group_norms(norms, out_dir / "group_norms.png"))
+    records = [r for r in RunDir(path.parent).records() if "iss_norms" in r]
+    if records:
+        written.append(plot_norm_curves([r["epoch"] for r in records], [r["iss_norms"] for r in records],
+                                        out_dir / "group_norms_over_epochs.png"))
+    lines = zero_lines(model)
+    written.append(plot_zero_lines(lines, out_dir / "zero_rows_columns.png"))
+    table = Table(title=f"all-zero rows and columns in {path}")
+    for column in ("matrix", "zero rows", "zero columns"):
+        table.add_column(column, justify="right")
+    for name, line in lines.items():
+        table.add_row(name, f"{line['zero_rows']}/{line['rows']}", f"{line['zero_columns']}/{line['columns']}")
+    out.print(table)
+    out.print("plots: " + ", ".join(str(p) for p in written))
 
 
 @app.command()

@@ -38,6 +38,9 @@ class DataConfig(_Section):
     epoch_tokens: int | None = Field(
         None, gt=0, description="cap on training tokens per epoch (successive epochs take successive slices)"
     )
+    train_tokens: int | None = Field(
+        None, gt=0, description="train on the first N tokens of the training split only (scaled studies in which "
+        "a model sees the same text many times, so that it can overfit and regularisation matters)")
 
 
 class ModelConfig(_Section):
@@ -124,8 +127,21 @@ class SparsityConfig(_Section):
     lasso_lambda: float | list[float] | None = Field(
         None, description="iss/l1: regularisation weight, global or one per recurrent layer (per-token mean loss: "
         "the ISS paper's values, for the loss summed over bptt steps, divided by bptt)")
-    zero_threshold: float = Field(1e-4, ge=0.0, description="iss/l1: weights below this are zeroed after each step")
+    lasso_update: Literal["proximal", "subgradient"] | None = Field(
+        None, description="iss/l1: proximal (group soft-threshold after each step, the default) | subgradient "
+        "(the ISS paper: lambda*dR/dw in the gradient, then zero_threshold)")
+    zero_threshold: float | None = Field(
+        None, ge=0.0, description="iss/l1: weights below this are zeroed after each step (default 1e-4 with "
+        "subgradient, 0 with proximal; sparsernn iss tau CKPT finds the paper's)")
     group_biases: bool = Field(False, description="iss: include the gate biases in each component")
+    target_units: list[int] | None = Field(
+        None, description="iss: components to keep per recurrent layer (one value for all), reached by "
+        "steering lasso_lambda")
+    target_multiply_adds: float | None = Field(
+        None, gt=0.0, le=1.0, description="iss: keep this fraction of the recurrent multiply-adds (0.25: about 4x "
+        "fewer), every layer narrowed alike")
+    target_epoch: int | None = Field(None, gt=0, description="iss: epoch whose end the target is reached by "
+                                     "(default 3/4 of train.epochs)")
 
     @field_validator("update_every")
     @classmethod
@@ -257,3 +273,23 @@ def parse_override(text: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
+
+
+def upgrade_stored_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A config stored by an older sparsernn (in a checkpoint or a search database), with what it ran
+    made explicit where a field or default has changed since. For stored configs only: a user's file
+    gets today's defaults.
+
+    - 0.2 stored ``sparsity.zero_threshold: 1e-4`` for every method; only iss and l1 read it.
+    - 0.2's group Lasso and L1 ran the subgradient update (proximal is the default from 0.3).
+    """
+    sparsity = dict(config.get("sparsity") or {})
+    if not sparsity:
+        return config
+    lasso = sparsity.get("method") in ("iss", "l1")
+    if not lasso and sparsity.get("zero_threshold") == 1e-4:
+        del sparsity["zero_threshold"]
+    if lasso and "lasso_update" not in sparsity:
+        sparsity["lasso_update"] = "subgradient"
+    return {**config, "sparsity": sparsity}
+

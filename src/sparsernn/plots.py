@@ -81,3 +81,43 @@ def save_figure(fig, plt, path: str | Path) -> Path:
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())  # one-line error if it cannot be written; never half a PNG
     return path
+
+
+def plot_norm_curves(epochs: list[int], norms: list[list[list[float]]], path: str | Path) -> Path:
+    """Every ISS component's norm over epochs, one panel per layer (ISS paper, Fig. 5): components that
+    group Lasso removes fall to zero, the kept ones level off."""
+    import numpy as np
+
+    plt = pyplot()
+    layers = len(norms[0])
+    fig, axes = plt.subplots(1, layers, figsize=(4.2 * layers, 3.6), dpi=120, squeeze=False)
+    for n, ax in enumerate(axes[0]):
+        curves = np.array([epoch_norms[n] for epoch_norms in norms])  # (epochs, components)
+        kept = int((curves[-1] > 0).sum())
+        ax.plot(epochs, curves, color="tab:blue", lw=0.5, alpha=0.35)
+        ax.set_title(f"layer {n + 1}: {kept} of {curves.shape[1]} components kept", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("component L2 norm")
+    fig.tight_layout()
+    return save_figure(fig, plt, path)
+
+
+def plot_zero_lines(lines: dict[str, dict[str, int]], path: str | Path) -> Path:
+    """All-zero rows and columns per recurrent weight matrix, as fractions: the intrinsic sparse
+    structures that unstructured L1 reveals (ISS paper, Fig. 2)."""
+    import numpy as np
+
+    plt = pyplot()
+    names = list(lines)
+    rows = [lines[n]["zero_rows"] / lines[n]["rows"] for n in names]
+    columns = [lines[n]["zero_columns"] / lines[n]["columns"] for n in names]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.8), dpi=120)
+    ax.bar(x - 0.2, rows, 0.4, label="all-zero rows")
+    ax.bar(x + 0.2, columns, 0.4, label="all-zero columns")
+    ax.set_xticks(x, names, rotation=20, fontsize=7, ha="right")
+    ax.set_ylabel("fraction of the matrix's rows / columns")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, plt, path)

@@ -29,7 +29,7 @@ import yaml
 from torch import nn
 
 from sparsernn import checkpoint
-from sparsernn.config import RunConfig, validate
+from sparsernn.config import RunConfig, upgrade_stored_config, validate
 from sparsernn.errors import CheckpointError, ConfigError
 from sparsernn.files import atomic_write_text, ensure_directory
 from sparsernn.sparsity.masks import strip_masks
@@ -98,7 +98,7 @@ class RunDir:
 
     def stored_config(self) -> dict[str, Any]:
         """The config of the run here, as its resume checkpoint records it."""
-        return checkpoint.read_meta(self.path / LAST)["config"]
+        return upgrade_stored_config(checkpoint.read_meta(self.path / LAST)["config"])
 
     def changes(self, epoch: int, changed: dict[str, tuple[Any, Any]]) -> None:
         with open(self.path / CHANGES, "a", encoding="utf-8") as handle:
@@ -131,7 +131,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         raise CheckpointError(f"{path}: unknown checkpoint kind {kind!r}; expected one of {', '.join(TASKS.names())}")
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{path}: holds no run config (a damaged file?)")
-    config = validate(meta["config"], f"{path} config")
+    config = validate(upgrade_stored_config(meta["config"]), f"{path} config")
     try:
         model = TASKS[kind].model_from_meta(config.model, meta).to(device)
     except (KeyError, TypeError, ValueError) as exc:

@@ -45,8 +45,10 @@ class RNNLanguageModel(nn.Module):
 
     def resized(self, hidden_sizes: list[int]) -> RNNLanguageModel:
         """A fresh model like this one with other per-layer hidden sizes (compaction target)."""
+        # tied: the embedding is the decoder's weight, as wide as the last layer
+        embedding = hidden_sizes[-1] if self.config.tie_weights else self.embedding_size
         return RNNLanguageModel(self.config.model_copy(update={"hidden_sizes": list(hidden_sizes),
-                                                         "embedding_size": self.embedding_size}), self.vocab_size)
+                                                         "embedding_size": embedding}), self.vocab_size)
 
     def recurrent_stack(self) -> tuple[RecurrentLayer, ...]:
         names = [f"layers.{n}" for n in range(len(self.layers))]

@@ -85,7 +85,7 @@ def _read_spectra(run_dir: Path) -> dict[str, dict[int, list[float | None]]]:
 def advance(job: Job) -> Progress:
     """Train ``job``'s run to ``job.to_epoch`` (continuing it), with a spectrum after every epoch (and of
     the initial model, epoch 0)."""
-    from sparsernn.config import validate
+    from sparsernn.config import upgrade_stored_config, validate
     from sparsernn.dynamics import lyapunov_spectrum
     from sparsernn.files import atomic_write_text
     from sparsernn.runs import RunDir
@@ -94,7 +94,7 @@ def advance(job: Job) -> Progress:
     progress = Progress(job.name)
     run_dir = Path(job.run_dir)
     try:
-        config = validate(job.config, f"{job.name} config")
+        config = validate(upgrade_stored_config(job.config), f"{job.name} config")
         task_data = corpus_for(config.data.dir)
         trainer = Trainer.open(run_dir, task_data, config)
         spectra = _read_spectra(run_dir)

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sparsernn.config import RunConfig, validate
+from sparsernn.config import RunConfig, upgrade_stored_config, validate
 from sparsernn.errors import ConfigError
 from sparsernn.progress import Reporter, SilentReporter
 from sparsernn.search.executor import Executor, Job, LocalExecutor, LSOptions, Progress
@@ -101,7 +101,7 @@ class Search:
             if space is not None or base is not None or settings is not None:
                 raise ConfigError(f"{self.out}: holds a search already; continue it with --resume {self.out}")
             self.space = SearchSpace.model_validate(stored["space"])
-            self.base = validate(stored["base"], f"{self.out} base config")
+            self.base = validate(upgrade_stored_config(stored["base"]), f"{self.out} base config")
             self.settings = SearchSettings.model_validate(stored["settings"])
             self.reference_dir = Path(stored["reference_dir"])
         else:

@@ -1,4 +1,6 @@
-"""Intrinsic Sparse Structures (Wen et al., ICLR 2018): group maps, group Lasso, compaction.
+"""Intrinsic Sparse Structures (Wen et al., ICLR 2018): group maps, group norms, compaction.
+
+The training side (group Lasso, its proximal step, targets) is ``sparsity.lasso``.
 
 The k-th ISS component of recurrent layer n is every weight tied to its hidden unit k: the gate rows
 ``g*H + k`` of ``W_ih`` and ``W_hh`` (and of the biases, as an option), column k of ``W_hh``, and
@@ -13,6 +15,7 @@ norms, the group-Lasso gradient and compaction all read the same slices.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -22,30 +25,46 @@ from sparsernn.config import RunConfig, SparsityConfig
 from sparsernn.models.cells import UnitSlice
 from sparsernn.models.lm import count_parameters
 from sparsernn.models.stack import multiply_adds
-from sparsernn.sparsity.registry import METHODS, Method
 
 EPSILON = 1e-8  # ||w|| = sqrt(eps + sum w^2): differentiable at an all-zero group
 
 
 def unit_slices(model: nn.Module) -> list[UnitSlice]:
     """Every parameter dimension indexed by some layer's hidden units, from the recurrent stack: each
-    layer's own (its cell type says which), and the input columns of every receiver of its output."""
-    if getattr(model.config, "tie_weights", False):
-        # the decoder's columns would be the embedding's: removing a unit would change every input
-        raise ValueError("ISS needs untied embedding and decoder weights (model.tie_weights is on)")
+    layer's own (its cell type says which), and the input columns of every receiver of its output.
+
+    With tied weights (``model.tie_weights``) the decoder's columns *are* the embedding's, so unit k of
+    the last layer is also embedding dimension k: its component takes the embedding column and the
+    first layer's input columns k as well (the ISS paper's RHN groups), and compaction narrows the
+    embedding with the last layer.
+    """
     stack = model.recurrent_stack()
     index = {layer.module: n for n, layer in enumerate(stack)}
+    tied = bool(getattr(model.config, "tie_weights", False))
     slices: list[UnitSlice] = []
     for n, layer in enumerate(stack):
         slices += layer.spec.unit_slices(layer.module, model.get_submodule(layer.module), n, layer.hidden_size)
         directions = 2 if layer.bidirectional else 1
         for receiver in layer.receivers:
+            if receiver == "decoder" and tied:
+                first = stack[0]
+                slices.append(UnitSlice("embedding.weight", 1, n, directions, layer.hidden_size))
+                slices += [UnitSlice(f"{first.module}.{name}", 1, n, directions, layer.hidden_size)
+                           for name in first.spec.input_weights(model.get_submodule(first.module))]
+                continue
             target = model.get_submodule(receiver)
             # a recurrent receiver reads the output through its input weights; any other (the decoder)
             # is a linear layer whose weight's columns are the output
             names = stack[index[receiver]].spec.input_weights(target) if receiver in index else ["weight"]
             slices += [UnitSlice(f"{receiver}.{name}", 1, n, directions, layer.hidden_size) for name in names]
-    return slices
+    return _mark_crossings(slices)
+
+
+def _mark_crossings(slices: list[UnitSlice]) -> list[UnitSlice]:
+    """A parameter whose rows and columns are both indexed by the units of one layer (``W_hh``; a tied
+    one-layer model's ``W_ih``) holds entries that belong to a unit once: mark its row slice."""
+    columns = {(s.param, s.layer) for s in slices if s.dim == 1 and s.blocks == 1}
+    return [replace(s, crosses=True) if s.dim == 0 and (s.param, s.layer) in columns else s for s in slices]
 
 
 def _unit_view(tensor: torch.Tensor, s: UnitSlice) -> torch.Tensor:
@@ -74,6 +93,28 @@ def group_sq_norms(model: nn.Module, slices: list[UnitSlice] | None = None, bias
             crossing = w.view(s.blocks, s.hidden, s.hidden).diagonal(dim1=1, dim2=2)
             norms[s.layer] = norms[s.layer] - crossing.pow(2).sum(0)
     return norms
+
+
+@torch.no_grad()
+def shrink_components(model: nn.Module, slices: list[UnitSlice], factors: list[torch.Tensor]) -> None:
+    """Multiply every weight of component k of layer n by ``factors[n][k]``, in place.
+
+    An entry in two components (``W_hh[row of k, column j]``) is scaled by both factors, an entry in
+    one component twice (where row k meets column k) by its factor once.
+    """
+    by_param: dict[str, list[UnitSlice]] = {}
+    for s in slices:
+        by_param.setdefault(s.param, []).append(s)
+    for name, group in by_param.items():
+        p = model.get_parameter(name)
+        scale = torch.ones_like(p)
+        for s in group:
+            _unit_view(scale, s).mul_(factors[s.layer].to(p.dtype).view(1, 1, s.hidden, 1))
+        for s in group:
+            if s.crosses:
+                meet = scale.view(s.blocks, s.hidden, s.hidden).diagonal(dim1=1, dim2=2)
+                meet.copy_(factors[s.layer].to(p.dtype).expand_as(meet))
+        p.mul_(scale)
 
 
 def component_masks(model: nn.Module, layer: int, unit: int, biases: bool = False) -> dict[str, torch.Tensor]:
@@ -130,14 +171,16 @@ def compact(model: nn.Module, keep: list[torch.Tensor] | None = None) -> nn.Modu
     return small
 
 
-def nothing_to_remove(model: nn.Module, threshold: float) -> str:
-    """Why a model has no removable ISS component: its smallest component norm against the threshold
-    below which single weights are zeroed."""
+def nothing_to_remove(model: nn.Module, threshold: float | None) -> str:
+    """Why a model has no removable ISS component: its smallest component norm, against the threshold
+    below which single weights are zeroed when there is one."""
     norms = [sq.clamp_min(0).sqrt() for sq in group_sq_norms(model)]
     layer, smallest = min(((n, float(v.min())) for n, v in enumerate(norms)), key=lambda pair: pair[1])
+    why = (f", and a component goes only when every weight in it falls below the zeroing threshold {threshold:g}"
+           if threshold else "")
     return (f"no ISS component is all zero, nothing to remove: the smallest component norm is {smallest:.3g} "
-            f"(layer {layer + 1}), and a component goes only when every weight in it falls below the zeroing "
-            f"threshold {threshold:g}; train with a larger lasso_lambda, or longer")
+            f"(layer {layer + 1}){why}; train with a larger lasso_lambda, or longer, or ask for a size "
+            f"(--target-units, --target-multiply-adds)")
 
 
 def compacted_config(config: RunConfig, small: nn.Module) -> RunConfig:
@@ -156,128 +199,46 @@ def size_summary(model: nn.Module) -> dict[str, Any]:
                                            model.decoder.out_features)}
 
 
-class GroupLasso:
-    """Sparsifier: group Lasso over ISS components (``method: iss``) or plain L1 (``method: l1``).
-
-    After backward it adds ``lambda * dR/dw`` to the gradients (R = sum over components of
-    ``sqrt(eps + ||w_k||^2)``, or sum |w| for L1); after each step it zeroes weights below
-    ``threshold`` and keeps every all-zero component at zero from then on, so removed structures
-    stay removed. ``lambdas`` is one value or one per recurrent layer.
-    """
-
-    def __init__(self, lambdas: float | list[float], threshold: float = 1e-4, biases: bool = False,
-                 mode: str = "group") -> None:
-        self.lambdas = lambdas
-        self.threshold = threshold
-        self.biases = biases
-        self.mode = mode
-        self.model: nn.Module | None = None
-        self.removed: list[torch.Tensor] = []
-
-    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        self.model = model
-        self.slices = [s for s in unit_slices(model) if self.biases or not s.is_bias]
-        stack = model.recurrent_stack()
-        if isinstance(self.lambdas, (int, float)):
-            self.layer_lambdas = [float(self.lambdas)] * len(stack)
+def recurrent_multiply_adds(model: nn.Module, sizes: list[float]) -> float:
+    """Multiply-adds per token of the recurrent layers at other widths ``sizes`` (real numbers allowed,
+    for root finding): each layer reads the one below, the first the embedding (tied: the last layer)."""
+    stack = model.recurrent_stack()
+    tied = bool(getattr(model.config, "tie_weights", False))
+    total = 0.0
+    for n, layer in enumerate(stack):
+        if n == 0:
+            width = sizes[-1] if tied else layer.input_size
         else:
-            if len(self.lambdas) != len(stack):
-                raise ValueError(f"{len(self.lambdas)} lambdas for {len(stack)} recurrent layers")
-            self.layer_lambdas = [float(v) for v in self.lambdas]
-        self.removed = [torch.zeros(layer.hidden_size, dtype=torch.bool, device=model.embedding.weight.device)
-                        for layer in stack]
-
-    @torch.no_grad()
-    def after_backward(self) -> None:
-        # a component that is all zero now is removed for good: no gradient may revive it
-        self.removed = [r | z for r, z in zip(self.removed, removable_units(self.model, self.biases))]
-        self._zero_removed(grad=True)
-        if self.mode == "l1":
-            for name in {s.param for s in self.slices}:
-                p = self.model.get_parameter(name)
-                if p.grad is not None:
-                    # the weight belongs to the L1 term once, whatever layers index it
-                    lam = max(self.layer_lambdas[s.layer] for s in self.slices if s.param == name)
-                    p.grad.add_(p.sign(), alpha=lam)
-            return
-        norms = [torch.sqrt(EPSILON + n.clamp_min(0)) for n in group_sq_norms(self.model, self.slices, self.biases)]
-        factors = [lam / n for lam, n in zip(self.layer_lambdas, norms)]  # d sqrt(eps+||w||^2) / dw = w / norm
-        scale: dict[str, torch.Tensor] = {}
-        for s in self.slices:
-            p = self.model.get_parameter(s.param)
-            shape = [1] * 4
-            shape[1], shape[2] = 1, s.hidden
-            term = factors[s.layer].view(shape).expand(_unit_view(p, s).shape).reshape(p.shape)
-            if s.crosses:
-                term = term.clone()
-                term.view(s.blocks, s.hidden, s.hidden).diagonal(dim1=1, dim2=2).sub_(factors[s.layer])
-            scale[s.param] = scale[s.param] + term if s.param in scale else term
-        for name, factor in scale.items():
-            p = self.model.get_parameter(name)
-            if p.grad is not None:
-                p.grad.addcmul_(p, factor)
-
-    @torch.no_grad()
-    def after_step(self) -> None:
-        for name in {s.param for s in self.slices}:
-            p = self.model.get_parameter(name)
-            p.masked_fill_(p.abs() < self.threshold, 0.0)
-        zero = removable_units(self.model, self.biases)
-        self.removed = [r | z for r, z in zip(self.removed, zero)]
-        self._zero_removed(grad=False)
-
-    def _zero_removed(self, grad: bool) -> None:
-        for s in self.slices:
-            if self.removed[s.layer].any():
-                p = self.model.get_parameter(s.param)
-                target = p.grad if grad else p
-                if target is not None:
-                    _unit_view(target, s)[:, :, self.removed[s.layer], :] = 0.0
-
-    def kept(self) -> list[int]:
-        """Components (hidden units) kept per layer."""
-        return [int((~r).sum()) for r in self.removed]
-
-    def end_epoch(self, epoch: int, metrics: dict) -> None:
-        metrics["iss_sizes"] = self.kept()
-
-    def describe(self) -> str:
-        sizes = " ".join(f"{k}/{r.numel()}" for k, r in zip(self.kept(), self.removed))
-        return f"units kept {sizes}" if self.mode == "group" else f"zero {self._zero_fraction():.3f}"
-
-    def _zero_fraction(self) -> float:
-        params = [self.model.get_parameter(name) for name in {s.param for s in self.slices if not s.is_bias}]
-        return sum(int((p == 0).sum()) for p in params) / max(sum(p.numel() for p in params), 1)
-
-    def state_dict(self) -> dict:
-        return {"removed": list(self.removed)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.removed = [r.to(torch.bool) for r in state["removed"]]
+            width = sizes[n - 1] * (2 if stack[n - 1].bidirectional else 1)
+        directions = 2 if layer.bidirectional else 1
+        total += directions * len(layer.spec.gates) * sizes[n] * (width + sizes[n])
+    return total
 
 
-# ---- the methods -----------------------------------------------------------------------------------
+def units_for_multiply_adds(model: nn.Module, ratio: float) -> list[int]:
+    """Per-layer unit counts, every layer narrowed by the same fraction, whose recurrent multiply-adds
+    are ``ratio`` times the model's (``ratio`` 0.25: about 4x fewer)."""
+    from scipy.optimize import brentq
+
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"a multiply-add ratio must be in (0, 1], got {ratio}")
+    full = [float(layer.hidden_size) for layer in model.recurrent_stack()]
+    dense = recurrent_multiply_adds(model, full)
+    if ratio == 1.0:
+        return [int(h) for h in full]
+    # the count is a polynomial in the common fraction f, increasing on (0, 1]: one root
+    fraction = brentq(lambda f: recurrent_multiply_adds(model, [f * h for h in full]) - ratio * dense, 1e-9, 1.0)
+    return [max(1, round(fraction * h)) for h in full]
 
 
-def _resolve(config) -> None:
-    s = config.sparsity
-    if s.density != 1.0:
-        raise ValueError(f"sparsity.method {s.method} learns its sparsity: set lasso_lambda, not density")
-    if s.method == "iss" and config.model.tie_weights:
-        raise ValueError("sparsity.method iss needs model.tie_weights off (decoder columns would be embedding columns)")
-    if s.lasso_lambda is None:
-        raise ValueError(f"sparsity.method {s.method} needs sparsity.lasso_lambda (e.g. --lasso-lambda 0.001)")
-
-
-def _builder(mode: str):
-    def build(config, steps_per_epoch: int) -> GroupLasso:
-        s = config.sparsity
-        return GroupLasso(s.lasso_lambda, s.zero_threshold, s.group_biases, mode)
-
-    return build
-
-
-METHODS.register(Method("iss", "ISS (Wen et al. 2018): group Lasso over intrinsic sparse structures, then compact",
-                        _builder("group"), ("lasso_lambda", "zero_threshold", "group_biases"), resolve=_resolve))
-METHODS.register(Method("l1", "L1 regularisation over the same weights, zeroing below a threshold (unstructured)",
-                        _builder("l1"), ("lasso_lambda", "zero_threshold"), resolve=_resolve))
+def zero_lines(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Per recurrent weight matrix, its all-zero rows and columns and their totals: the ISS that plain
+    L1 reveals (ISS paper, Fig. 2) without being asked for structure."""
+    lines = {}
+    for layer in model.recurrent_stack():
+        module = model.get_submodule(layer.module)
+        for name in layer.spec.weights(module):
+            w = model.get_parameter(f"{layer.module}.{name}").detach()
+            lines[f"{layer.module}.{name}"] = {"zero_rows": int((w == 0).all(dim=1).sum()), "rows": w.shape[0],
+                                               "zero_columns": int((w == 0).all(dim=0).sum()), "columns": w.shape[1]}
+    return lines

@@ -58,7 +58,11 @@ class LanguageModelling(Task):
         self.corpus = corpus
         self.data = config.data
         self.device = torch.device(device)
-        self.train_data = batchify(corpus.train, self.data.batch_size).to(self.device)
+        train = corpus.train if self.data.train_tokens is None else corpus.train[: self.data.train_tokens]
+        if train.numel() < self.data.batch_size * (self.data.bptt + 1):
+            raise DataError(f"{corpus.directory}: {train.numel()} training tokens (data.train_tokens) are too few for "
+                            f"{self.data.batch_size} streams of {self.data.bptt + 1} (data.batch_size, data.bptt)")
+        self.train_data = batchify(train, self.data.batch_size).to(self.device)
         self._eval_data: dict[str, torch.Tensor] = {}
         self.total_windows = num_windows(self.train_data.size(0), self.data.bptt)
         per_epoch = self.total_windows
