@@ -51,6 +51,12 @@ class ModelConfig(_Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on embeddings, between layers and before the decoder")
     tie_weights: bool = Field(False, description="share the embedding and decoder weights")
     init_range: float | None = Field(0.1, gt=0.0, description="uniform init in [-r, r]; None keeps PyTorch's")
+    variational_dropout: bool = Field(
+        False, description="model.dropout with one mask per sequence (window) instead of per step (Gal & Ghahramani)")
+    depth: int = Field(1, gt=0, description="rhn: recurrence depth, micro-layers per time step")
+    transform_bias: float = Field(-2.0, description="rhn: initial bias of the transform gate T (negative: carry)")
+    recurrent_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="rhn: dropout on the state entering each micro-layer, one mask per sequence")
 
     @field_validator("cell")
     @classmethod
@@ -66,6 +72,17 @@ class ModelConfig(_Section):
         if any(h <= 0 for h in sizes):
             raise ValueError("every hidden size must be positive")
         return sizes
+
+    @model_validator(mode="after")
+    def _cell_options(self) -> ModelConfig:
+        from sparsernn.models.cells import CELLS
+
+        reads = CELLS[self.cell].options
+        for name in ("depth", "transform_bias", "recurrent_dropout"):
+            if name not in reads and getattr(self, name) != type(self).model_fields[name].default:
+                raise ValueError(f"{name} is not used by cell {self.cell} (it reads "
+                                 f"{', '.join(reads) or 'no cell option'})")
+        return self
 
     @model_validator(mode="after")
     def _tied_sizes_match(self) -> ModelConfig:

@@ -29,13 +29,19 @@ class RNNLanguageModel(nn.Module):
         self.embedding_size = config.embedding_size or sizes[0]
         self.embedding = nn.Embedding(vocab_size, self.embedding_size)
         inputs = [self.embedding_size, *sizes[:-1]]
-        self.layers = nn.ModuleList(spec.module(i, h) for i, h in zip(inputs, sizes))
+        self.layers = nn.ModuleList(spec.module(i, h, config=config) for i, h in zip(inputs, sizes))
         # p=0 dropout still copies tensors in training mode; skip it entirely.
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        if config.dropout == 0:
+            self.dropout: nn.Module = nn.Identity()
+        else:
+            self.dropout = LockedDropout(config.dropout) if config.variational_dropout else nn.Dropout(config.dropout)
         self.decoder = nn.Linear(sizes[-1], vocab_size)
         if config.init_range is not None:
             for param in self.parameters():
                 nn.init.uniform_(param, -config.init_range, config.init_range)
+            for layer in self.layers:  # gate biases a cell sets on purpose (an RHN's transform gate)
+                if hasattr(layer, "initialize_biases"):
+                    layer.initialize_biases()
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
 
@@ -59,6 +65,7 @@ class RNNLanguageModel(nn.Module):
                 input_size=layer.input_size,
                 hidden_size=layer.hidden_size,
                 receivers=(names[n + 1] if n + 1 < len(names) else "decoder",),
+                depth=getattr(layer, "depth", 1),
             )
             for n, (name, layer) in enumerate(zip(names, self.layers))
         )
@@ -75,6 +82,21 @@ class RNNLanguageModel(nn.Module):
             x = self.dropout(x)
             new_state.append(layer_state)
         return self.decoder(x), new_state
+
+
+class LockedDropout(nn.Module):
+    """Variational dropout (Gal & Ghahramani 2016): one mask per sequence, shared by every time step of
+    the window, on ``(T, B, F)`` activations."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1.0 - self.p
+        return x * x.new_empty(1, *x.shape[1:]).bernoulli_(keep).div_(keep)
 
 
 def detach_state(state: list[LayerState]) -> list[LayerState]:

@@ -28,6 +28,7 @@ class RecurrentLayer:
     hidden_size: int
     bidirectional: bool = False
     receivers: tuple[str, ...] = ()
+    depth: int = 1  # micro-layers per time step (a recurrent highway network's recurrence depth)
 
     @property
     def spec(self) -> Cell:
@@ -48,7 +49,7 @@ class RecurrentLayer:
 
     @property
     def multiply_adds(self) -> int:
-        return self.spec.multiply_adds(self.input_size, self.hidden_size, self.bidirectional)
+        return int(self.spec.multiply_adds(self.input_size, self.hidden_size, self.bidirectional, self.depth))
 
 
 def multiply_adds(layers: tuple[RecurrentLayer, ...], decoder_in: int, decoder_out: int) -> int:

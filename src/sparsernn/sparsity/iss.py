@@ -210,8 +210,7 @@ def recurrent_multiply_adds(model: nn.Module, sizes: list[float]) -> float:
             width = sizes[-1] if tied else layer.input_size
         else:
             width = sizes[n - 1] * (2 if stack[n - 1].bidirectional else 1)
-        directions = 2 if layer.bidirectional else 1
-        total += directions * len(layer.spec.gates) * sizes[n] * (width + sizes[n])
+        total += layer.spec.multiply_adds(width, sizes[n], layer.bidirectional, layer.depth)
     return total
 
 

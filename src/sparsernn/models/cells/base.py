@@ -15,11 +15,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from sparsernn.registry import Registry
+
+if TYPE_CHECKING:
+    from sparsernn.config import ModelConfig
 
 # Per-layer recurrent state as PyTorch's modules take it: (h, c) for an LSTM, h otherwise;
 # each tensor is (directions, batch, hidden).
@@ -66,12 +70,15 @@ class Cell(ABC):
     description: str
     gates: tuple[str, ...]
     state_tensors: int = 1  # tensors in a layer's state: 2 for (h, c), 1 for h
+    options: tuple[str, ...] = ()  # the cell-specific fields of ModelConfig it reads (RHN: depth, ...)
 
     # ---- the module ------------------------------------------------------------------------------
 
     @abstractmethod
-    def module(self, input_size: int, hidden_size: int, bidirectional: bool = False) -> nn.Module:
-        """A one-layer module running this cell over a sequence: ``(T, B, I), state -> (T, B, D*H), state``."""
+    def module(self, input_size: int, hidden_size: int, bidirectional: bool = False,
+               config: ModelConfig | None = None) -> nn.Module:
+        """A one-layer module running this cell over a sequence: ``(T, B, I), state -> (T, B, D*H), state``;
+        ``config`` carries the cell's options (``options``)."""
 
     def parameter_roles(self, module: nn.Module) -> dict[str, str]:
         """``{parameter name: "input" | "recurrent" | "bias"}`` of one layer's module."""
@@ -101,9 +108,11 @@ class Cell(ABC):
         """The weights that read this layer's input (whose columns follow the layer below's units)."""
         return [name for name, role in self.parameter_roles(module).items() if role == "input"]
 
-    def multiply_adds(self, input_size: int, hidden_size: int, bidirectional: bool = False) -> int:
-        """Per token: every gate's ``W_ih x + W_hh h`` (element-wise work is not counted)."""
-        return (2 if bidirectional else 1) * len(self.gates) * hidden_size * (input_size + hidden_size)
+    def multiply_adds(self, input_size: float, hidden_size: float, bidirectional: bool = False,
+                      depth: int = 1) -> float:
+        """Per token: every gate's ``W_ih x`` and, per micro-layer, ``W_hh h`` (element-wise work is not
+        counted). Real sizes are allowed (root finding over widths)."""
+        return (2 if bidirectional else 1) * len(self.gates) * hidden_size * (input_size + depth * hidden_size)
 
     # ---- the state -------------------------------------------------------------------------------
 

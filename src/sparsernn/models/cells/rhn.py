@@ -1,0 +1,292 @@
+"""Recurrent Highway Networks (Zilly et al. 2017): ``depth`` micro-layers per time step.
+
+Micro-layer ``l`` of a step maps the state ``s_{l-1}`` (``s_0`` the previous step's output) to::
+
+    h = tanh(W_H x [l = 1] + R_H^l s_{l-1} + b_H^l)          the nonlinear transform
+    t = sigmoid(W_T x [l = 1] + R_T^l s_{l-1} + b_T^l)        the transform gate
+    s_l = h t + s_{l-1} (1 - t)                               coupled carry (cell ``rhn``)
+    s_l = h t + s_{l-1} c,  c = sigmoid(... R_C ...)          uncoupled carry (cell ``rhn_uncoupled``)
+
+The input enters the first micro-layer only; the step's output and new state is ``s_depth``.
+
+Parameters follow PyTorch's fused-RNN layout so every structure-aware part of sparsernn reads them
+as it reads an LSTM's: ``weight_ih (G*H, I)`` (gates stacked in rows: H, T[, C]), and per micro-layer
+``weight_hh_l (G*H, H)`` and ``bias_hh_l (G*H,)``. ISS component k is then rows k of every matrix and
+columns k of every ``weight_hh_l``, as the ISS paper defines it for RHNs.
+
+Speed: the sequence runs in ``RHNSequence``, an autograd function with a hand-written backward. Its
+forward keeps no autograd graph; its backward runs the recurrence in reverse with one matrix product
+per micro-layer and step, and computes each weight's gradient as *one* product over all steps (where
+autograd makes ``T`` thin ones). The input projection of the whole window is one product. The plain
+autograd loop (``rhn_reference``) computes the same numbers (tests agree to 1e-12 in float64) and is
+what a layer built with ``fast=False`` runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sparsernn.models.cells.base import CELLS, Cell, CellJacobian, CellParams, new_basis
+
+
+# ---- the sequence: fast path and reference ---------------------------------------------------------
+
+
+def _micro_step(pre: torch.Tensor, s: torch.Tensor, hidden: int, coupled: bool):
+    h = torch.tanh(pre[:, :hidden])
+    t = torch.sigmoid(pre[:, hidden:2 * hidden])
+    if coupled:
+        return torch.addcmul(s, t, h - s), h, t, None
+    c = torch.sigmoid(pre[:, 2 * hidden:])
+    return h * t + s * c, h, t, c
+
+
+def rhn_reference(xw: torch.Tensor, s: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
+                  masks: torch.Tensor | None, coupled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence as a plain autograd loop: ``xw (T, B, G*H)`` is the input projection of the
+    window, ``s (B, H)`` the state, ``masks (depth, B, H)`` the recurrent-dropout masks or None."""
+    hidden, outputs = s.shape[1], []
+    for t in range(xw.shape[0]):
+        for layer, (weight, bias) in enumerate(zip(weights, biases)):
+            pre = F.linear(s if masks is None else s * masks[layer], weight, bias)
+            if layer == 0:
+                pre = pre + xw[t]
+            s = _micro_step(pre, s, hidden, coupled)[0]
+        outputs.append(s)
+    return torch.stack(outputs), s
+
+
+class RHNSequence(torch.autograd.Function):
+    """``(xw, s0, masks, coupled, *weights, *biases) -> (outputs (T, B, H), last state (B, H))``."""
+
+    @staticmethod
+    def forward(ctx, xw, s0, masks, coupled, *params):
+        depth = len(params) // 2
+        weights, biases = params[:depth], params[depth:]
+        steps, batch, hidden = xw.shape[0], s0.shape[0], s0.shape[1]
+        gates = weights[0].shape[0] // hidden
+        # what backward needs, per step and micro-layer: the incoming state and the gate values
+        states = xw.new_empty(steps, depth, batch, hidden)
+        values = xw.new_empty(steps, depth, batch, gates * hidden)  # h, t (, c)
+        outputs = xw.new_empty(steps, batch, hidden)
+        s = s0
+        for t in range(steps):
+            for layer in range(depth):
+                states[t, layer] = s
+                read = s if masks is None else s * masks[layer]
+                pre = torch.addmm(biases[layer], read, weights[layer].T)
+                if layer == 0:
+                    pre += xw[t]
+                s, h, gate, carry = _micro_step(pre, s, hidden, coupled)
+                values[t, layer, :, :hidden] = h
+                values[t, layer, :, hidden:2 * hidden] = gate
+                if carry is not None:
+                    values[t, layer, :, 2 * hidden:] = carry
+            outputs[t] = s
+        ctx.coupled = coupled
+        ctx.has_masks = masks is not None
+        ctx.save_for_backward(states, values, masks if masks is not None else xw.new_empty(0), *weights)
+        return outputs, s
+
+    @staticmethod
+    def backward(ctx, grad_outputs, grad_state):
+        states, values, masks, *weights = ctx.saved_tensors
+        masks = masks if ctx.has_masks else None
+        steps, depth, batch, hidden = states.shape
+        gates = values.shape[-1] // hidden
+        grad_pre = states.new_empty(steps, depth, batch, gates * hidden)
+        ds = grad_state.clone() if grad_state is not None else states.new_zeros(batch, hidden)
+        for t in reversed(range(steps)):
+            if grad_outputs is not None:
+                ds += grad_outputs[t]
+            for layer in reversed(range(depth)):
+                s, h = states[t, layer], values[t, layer, :, :hidden]
+                gate = values[t, layer, :, hidden:2 * hidden]
+                dpre = grad_pre[t, layer]
+                torch.mul(ds * gate, 1 - h * h, out=dpre[:, :hidden])
+                if ctx.coupled:
+                    torch.mul(ds * (h - s), gate * (1 - gate), out=dpre[:, hidden:])
+                    direct = ds * (1 - gate)
+                else:
+                    carry = values[t, layer, :, 2 * hidden:]
+                    torch.mul(ds * h, gate * (1 - gate), out=dpre[:, hidden:2 * hidden])
+                    torch.mul(ds * s, carry * (1 - carry), out=dpre[:, 2 * hidden:])
+                    direct = ds * carry
+                through = dpre @ weights[layer]
+                ds = direct + (through if masks is None else through * masks[layer])
+        # each weight's gradient is one product over every step of the window
+        flat_pre = grad_pre.transpose(0, 1).reshape(depth, steps * batch, gates * hidden)
+        read = states if masks is None else states * masks.unsqueeze(0)
+        flat_read = read.transpose(0, 1).reshape(depth, steps * batch, hidden)
+        grad_weights = torch.bmm(flat_pre.transpose(1, 2), flat_read)
+        grad_biases = flat_pre.sum(1)
+        return (grad_pre[:, 0].clone(), ds, None, None, *grad_weights.unbind(0), *grad_biases.unbind(0))
+
+
+# ---- the module ------------------------------------------------------------------------------------
+
+
+class RecurrentHighway(nn.Module):
+    """One RHN layer over a sequence: ``x (T, B, I), state (1, B, H) -> (T, B, H), (1, B, H)``."""
+
+    def __init__(self, input_size: int, hidden_size: int, depth: int = 1, coupled: bool = True,
+                 transform_bias: float = -2.0, recurrent_dropout: float = 0.0, fast: bool = True) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size, self.depth = input_size, hidden_size, depth
+        self.coupled, self.transform_bias = coupled, transform_bias
+        self.recurrent_dropout, self.fast = recurrent_dropout, fast
+        gates = 2 if coupled else 3
+        self.weight_ih = nn.Parameter(torch.empty(gates * hidden_size, input_size))
+        for layer in range(depth):
+            self.register_parameter(f"weight_hh_{layer}", nn.Parameter(torch.empty(gates * hidden_size, hidden_size)))
+            self.register_parameter(f"bias_hh_{layer}", nn.Parameter(torch.empty(gates * hidden_size)))
+        bound = hidden_size ** -0.5
+        for param in self.parameters():
+            nn.init.uniform_(param, -bound, bound)
+        self.initialize_biases()
+
+    @torch.no_grad()
+    def initialize_biases(self) -> None:
+        """The transform gate starts biased towards carrying the state (Zilly et al.: -2 or -4); a model
+        calls this again after its own uniform initialisation."""
+        for layer in range(self.depth):
+            getattr(self, f"bias_hh_{layer}")[self.hidden_size:2 * self.hidden_size].fill_(self.transform_bias)
+
+    def weights(self) -> list[torch.Tensor]:
+        return [getattr(self, f"weight_hh_{layer}") for layer in range(self.depth)]
+
+    def biases(self) -> list[torch.Tensor]:
+        return [getattr(self, f"bias_hh_{layer}") for layer in range(self.depth)]
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xw = F.linear(x, self.weight_ih)  # the whole window's input projection in one product
+        masks = None
+        if self.training and self.recurrent_dropout > 0:
+            keep = 1.0 - self.recurrent_dropout
+            masks = x.new_empty(self.depth, x.shape[1], self.hidden_size).bernoulli_(keep).div_(keep)
+        if self.fast:
+            outputs, s = RHNSequence.apply(xw, state[0], masks, self.coupled, *self.weights(), *self.biases())
+        else:
+            outputs, s = rhn_reference(xw, state[0], self.weights(), self.biases(), masks, self.coupled)
+        return outputs, s.unsqueeze(0)
+
+    def extra_repr(self) -> str:
+        carry = "coupled" if self.coupled else "uncoupled"
+        return f"{self.input_size}, {self.hidden_size}, depth={self.depth}, {carry} carry"
+
+
+# ---- the cell: structure, step and Jacobian ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RHNParams(CellParams):
+    """``w_hh``/``b_hh`` are the first micro-layer's; ``deeper`` holds ``(weight, bias)`` of the rest."""
+
+    deeper: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
+    coupled: bool = True
+
+
+class RHNJacobian(CellJacobian):
+    """The step's Jacobian as the product through its micro-layers. Micro-layer ``l`` contributes
+    ``A_l = sum_g diag(a_g) R_g^l + diag(carry)`` (coupled: ``a_H = t(1-h^2)``, ``a_T = (h-s) t(1-t)``,
+    carry ``1-t``; uncoupled: ``a_T = h t(1-t)``, ``a_C = s c(1-c)``, carry ``c``); the input enters
+    through the first: ``B = sum_g diag(a_g^1) W_g``. ``J_state = A_d ... A_1``, ``J_input = A_d ... A_2 B``.
+    """
+
+    def __init__(self, p: RHNParams, coefficients: list[torch.Tensor], carries: list[torch.Tensor]) -> None:
+        self.p, self.state_size = p, p.hidden_size
+        self.coefficients, self.carries = coefficients, carries  # per micro-layer: (K, G, H), (K, H)
+        self.weights = [p.w_hh, *(w for w, _ in p.deeper)]
+
+    def _through(self, layer: int, pushed: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+        """``sum_g diag(a_g) (pushed)_g + diag(carry) basis`` for ``pushed (K, G*H, k)``."""
+        K, G, H = self.coefficients[layer].shape
+        blocks = pushed.view(K, G, H, -1) * self.coefficients[layer].unsqueeze(-1)
+        total = blocks.sum(1)
+        if basis is not None:
+            total.addcmul_(self.carries[layer].unsqueeze(-1), basis)
+        return total
+
+    def apply(self, out, state_basis=None, input_basis=None):
+        pushed = None
+        if state_basis is not None:
+            pushed = torch.matmul(self.p.w_hh, state_basis)
+        if input_basis is not None:
+            through_input = torch.matmul(self.p.w_ih, input_basis)
+            pushed = through_input if pushed is None else pushed + through_input
+        v = self._through(0, pushed, state_basis)
+        for layer in range(1, len(self.weights)):
+            v = self._through(layer, torch.matmul(self.weights[layer], v), v)
+        out.copy_(v)
+        return out
+
+    def state_matrix(self) -> torch.Tensor:
+        K, H = self.carries[0].shape
+        eye = torch.eye(H, dtype=self.carries[0].dtype, device=self.carries[0].device).expand(K, H, H)
+        return self.apply(new_basis(eye, H), state_basis=eye)
+
+    def input_matrix(self) -> torch.Tensor:
+        K, H = self.carries[0].shape
+        I = self.p.w_ih.shape[1]
+        eye = torch.eye(I, dtype=self.carries[0].dtype, device=self.carries[0].device).expand(K, I, I)
+        return self.apply(self.carries[0].new_empty(K, H, I), input_basis=eye)
+
+
+class RHN(Cell):
+    """A recurrent highway layer; ``model.depth`` micro-layers per step."""
+
+    state_tensors = 1
+    options = ("depth", "transform_bias", "recurrent_dropout")
+
+    def __init__(self, coupled: bool) -> None:
+        self.coupled = coupled
+        self.name = "rhn" if coupled else "rhn_uncoupled"
+        self.gates = ("h", "t") if coupled else ("h", "t", "c")
+        self.description = ("recurrent highway network (Zilly et al. 2017), carry 1 - T; depth model.depth; "
+                            "state s" if coupled else "recurrent highway network with its own carry gate C; state s")
+
+    def module(self, input_size: int, hidden_size: int, bidirectional: bool = False, config=None) -> nn.Module:
+        if bidirectional:
+            raise ValueError(f"cell {self.name} has no bidirectional form")
+        options = {} if config is None else {"depth": config.depth, "transform_bias": config.transform_bias,
+                                             "recurrent_dropout": config.recurrent_dropout}
+        return RecurrentHighway(input_size, hidden_size, coupled=self.coupled, **options)
+
+    def parameter_roles(self, module: nn.Module) -> dict[str, str]:
+        return {name: ("input" if name == "weight_ih" else "recurrent" if name.startswith("weight_hh") else "bias")
+                for name, _ in module.named_parameters()}
+
+    def params(self, module: nn.Module, dtype: torch.dtype | None = None) -> RHNParams:
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to(dtype=dtype or t.dtype)
+
+        weights, biases = module.weights(), module.biases()
+        zeros = torch.zeros_like(cast(biases[0]))
+        return RHNParams(self.name, cast(module.weight_ih), cast(weights[0]), zeros, cast(biases[0]),
+                         tuple((cast(w), cast(b)) for w, b in zip(weights[1:], biases[1:])), self.coupled)
+
+    def step(self, p: RHNParams, h, c, x, mode="hc"):
+        hidden, s = p.hidden_size, h
+        coefficients, carries = [], []
+        layers = [(p.w_hh, p.b_hh), *p.deeper]
+        for layer, (weight, bias) in enumerate(layers):
+            pre = torch.addmm(bias, s, weight.T)
+            if layer == 0:
+                pre = pre + x @ p.w_ih.T
+            s_new, hh, t, carry = _micro_step(pre, s, hidden, self.coupled)
+            if self.coupled:
+                coefficients.append(torch.stack([t * (1 - hh * hh), (hh - s) * t * (1 - t)], 1))
+                carries.append(1 - t)
+            else:
+                coefficients.append(torch.stack([t * (1 - hh * hh), hh * t * (1 - t), s * carry * (1 - carry)], 1))
+                carries.append(carry)
+            s = s_new
+        return s, None, RHNJacobian(p, coefficients, carries)
+
+
+CELLS.register(RHN(coupled=True))
+CELLS.register(RHN(coupled=False))
