@@ -192,3 +192,20 @@ def test_cell_presets_train_end_to_end(preset, synthetic_dir, tmp_path):
     assert (tmp_path / preset / "results.json").is_file()
     shown = cli_in_process("eval", tmp_path / preset, "--split", "valid")
     assert shown.returncode == 0 and "ppl" in shown.stdout.lower(), shown.stderr
+
+
+def test_hyperprune_searches_an_rhn(synthetic_dir, tmp_path):
+    import json
+
+    from conftest import cli_in_process
+
+    result = cli_in_process(
+        "hyperprune", "--preset", "rhn-cpu", "--data-dir", synthetic_dir, "--epochs", "2",
+        "--set", "model.hidden_sizes=[16]", "--set", "model.embedding_size=16", "--set", "model.depth=2",
+        "--set", "data.epoch_tokens=600", "--set", "data.batch_size=8", "--set", "data.eval_batch_size=4",
+        "--set", "data.bptt=10", "--set", "train.device=cpu", "--n", "4", "--survivors", "1", "--k", "8",
+        "--samples", "2", "--steps", "10", "--out", tmp_path / "search")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "search" / "report.json").read_text())
+    assert report["winner"] and report["winner_config"]["model"]["cell"] == "rhn"
+    assert report["test"]["test_ppl"] > 1
