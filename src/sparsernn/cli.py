@@ -50,6 +50,13 @@ TRAIN_OPTION_FIELDS = {
     "--dropout": "model.dropout",
     "--tie-weights": "model.tie_weights",
     "--init-range": "model.init_range",
+    "--variational-dropout": "model.variational_dropout",
+    "--depth": "model.depth",
+    "--transform-bias": "model.transform_bias",
+    "--recurrent-dropout": "model.recurrent_dropout",
+    "--segments": "model.segments",
+    "--gamma": "model.gamma",
+    "--block-form": "model.block_form",
     "--optimizer": "optim.name",
     "--lr": "optim.lr",
     "--momentum": "optim.momentum",
@@ -116,7 +123,10 @@ def option_value(option: str, text: str) -> Any:
         except yaml.YAMLError:
             return part
 
-    if _accepts(annotation, list) and ("," in text or not _accepts(annotation, float)):
+    # a list field splits on commas; one that also takes a plain number (lasso_lambda) splits only with one
+    members = () if typing.get_origin(annotation) is list else typing.get_args(annotation)  # a union's members
+    scalar_too = any(arg in (int, float) for arg in members)
+    if _accepts(annotation, list) and ("," in text or not scalar_too):
         parts = [p.strip() for p in text.split(",")]
         if not all(parts):
             raise SparsernnError(f"{option}: expected a comma-separated list without empty items, got {text!r}")
@@ -611,6 +621,43 @@ def iss_plot(
         table.add_row(name, f"{line['zero_rows']}/{line['rows']}", f"{line['zero_columns']}/{line['columns']}")
     out.print(table)
     out.print("plots: " + ", ".join(str(p) for p in written))
+
+
+@app.command()
+def match(
+    dense: Annotated[str, typer.Option(help="the dense LSTM layer: INPUT,HIDDEN (e.g. 1150,1150)")],
+    sparse: Annotated[str, typer.Option(help="the wider block-sparse layer: INPUT,HIDDEN (e.g. 1725,1725)")],
+    segments: Annotated[int, typer.Option(help="parallel LSTMs in the block-sparse layer")] = 3,
+) -> None:
+    """Parameter matching (Demeester et al. 2018): the input-window fraction gamma that gives a wider
+    block-sparse LSTM layer the parameter count of a dense one (PyTorch's two bias vectors counted)."""
+    from sparsernn.models.cells.block_lstm import block_layout, block_parameters, dense_parameters, match_gamma
+
+    def pair(option: str, text: str) -> tuple[int, int]:
+        parts = text.split(",")
+        if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            raise SparsernnError(f"{option}: expected INPUT,HIDDEN as two positive integers, got {text!r}")
+        return int(parts[0]), int(parts[1])
+
+    (i_d, h_d), (i_s, h_s) = pair("--dense", dense), pair("--sparse", sparse)
+    if not 1 <= segments <= h_s:
+        raise SparsernnError(f"--segments: expected 1..{h_s} (the sparse layer's units), got {segments}")
+    try:
+        gamma, difference = match_gamma(i_d, h_d, i_s, h_s, segments)
+    except ValueError as exc:
+        raise SparsernnError(str(exc)) from None
+    layout = block_layout(i_s, h_s, segments, gamma)
+    table = Table(title=f"block-sparse ({i_s}, {h_s}, N={segments}) with the parameters of dense ({i_d}, {h_d})")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("dense parameters", f"{dense_parameters(i_d, h_d):,}")
+    table.add_row("gamma (window / input)", f"{gamma:.4f}")
+    table.add_row("window", f"{layout[0].width} of {i_s} inputs")
+    table.add_row("segments (units)", " + ".join(str(s.hidden) for s in layout))
+    table.add_row("block-sparse parameters", f"{block_parameters(i_s, h_s, segments, gamma):,}")
+    table.add_row("difference", f"{difference:+,} (the integer window closest in parameters)")
+    out.print(table)
+    out.print(f"train with --cell block_lstm --segments {segments} --gamma {gamma:.4f}")
 
 
 @app.command()

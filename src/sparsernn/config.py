@@ -57,6 +57,20 @@ class ModelConfig(_Section):
     transform_bias: float = Field(-2.0, description="rhn: initial bias of the transform gate T (negative: carry)")
     recurrent_dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="rhn: dropout on the state entering each micro-layer, one mask per sequence")
+    segments: list[int] = Field(
+        default_factory=lambda: [1], min_length=1,
+        description="block_lstm: parallel LSTMs per layer (one value for all layers, or one per layer)")
+    gamma: list[float] = Field(
+        default_factory=lambda: [1.0], min_length=1,
+        description="block_lstm: fraction of the layer's input each segment reads (one value, or one per layer)")
+    block_form: Literal["parallel", "masked"] = Field(
+        "parallel", description="block_lstm: parallel LSTMs (stores only the blocks) | masked dense LSTM")
+
+    def segments_of(self, layer: int) -> int:
+        return self.segments[layer] if len(self.segments) > 1 else self.segments[0]
+
+    def gamma_of(self, layer: int) -> float:
+        return self.gamma[layer] if len(self.gamma) > 1 else self.gamma[0]
 
     @field_validator("cell")
     @classmethod
@@ -78,10 +92,27 @@ class ModelConfig(_Section):
         from sparsernn.models.cells import CELLS
 
         reads = CELLS[self.cell].options
-        for name in ("depth", "transform_bias", "recurrent_dropout"):
-            if name not in reads and getattr(self, name) != type(self).model_fields[name].default:
+        for name in ("depth", "transform_bias", "recurrent_dropout", "segments", "gamma", "block_form"):
+            default = type(self).model_fields[name].get_default(call_default_factory=True)
+            if name not in reads and getattr(self, name) != default:
                 raise ValueError(f"{name} is not used by cell {self.cell} (it reads "
                                  f"{', '.join(reads) or 'no cell option'})")
+        return self
+
+    @model_validator(mode="after")
+    def _per_layer_lengths(self) -> ModelConfig:
+        for name in ("segments", "gamma"):
+            values = getattr(self, name)
+            if len(values) not in (1, len(self.hidden_sizes)):
+                raise ValueError(f"{name}: {len(values)} values for {len(self.hidden_sizes)} layers "
+                                 "(give one for all, or one per layer)")
+        if any(not 0.0 < g <= 1.0 for g in self.gamma):
+            raise ValueError(f"gamma: every value must be in (0, 1], got {self.gamma}")
+        if any(n < 1 for n in self.segments):
+            raise ValueError(f"segments: every value must be at least 1, got {self.segments}")
+        for layer, hidden in enumerate(self.hidden_sizes):
+            if self.segments_of(layer) > hidden:
+                raise ValueError(f"segments: {self.segments_of(layer)} segments for layer {layer + 1} of {hidden} units")
         return self
 
     @model_validator(mode="after")

@@ -29,7 +29,8 @@ class RNNLanguageModel(nn.Module):
         self.embedding_size = config.embedding_size or sizes[0]
         self.embedding = nn.Embedding(vocab_size, self.embedding_size)
         inputs = [self.embedding_size, *sizes[:-1]]
-        self.layers = nn.ModuleList(spec.module(i, h, config=config) for i, h in zip(inputs, sizes))
+        self.layers = nn.ModuleList(spec.module(i, h, config=config, layer=n)
+                                    for n, (i, h) in enumerate(zip(inputs, sizes)))
         # p=0 dropout still copies tensors in training mode; skip it entirely.
         if config.dropout == 0:
             self.dropout: nn.Module = nn.Identity()
@@ -66,6 +67,7 @@ class RNNLanguageModel(nn.Module):
                 hidden_size=layer.hidden_size,
                 receivers=(names[n + 1] if n + 1 < len(names) else "decoder",),
                 depth=getattr(layer, "depth", 1),
+                computed=layer.multiply_adds() if hasattr(layer, "multiply_adds") else None,
             )
             for n, (name, layer) in enumerate(zip(names, self.layers))
         )

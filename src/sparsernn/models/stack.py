@@ -29,6 +29,7 @@ class RecurrentLayer:
     bidirectional: bool = False
     receivers: tuple[str, ...] = ()
     depth: int = 1  # micro-layers per time step (a recurrent highway network's recurrence depth)
+    computed: int | None = None  # multiply-adds per token when the module does less than its shape says
 
     @property
     def spec(self) -> Cell:
@@ -49,6 +50,8 @@ class RecurrentLayer:
 
     @property
     def multiply_adds(self) -> int:
+        if self.computed is not None:  # a block-sparse layer computes only its blocks
+            return self.computed
         return int(self.spec.multiply_adds(self.input_size, self.hidden_size, self.bidirectional, self.depth))
 
 

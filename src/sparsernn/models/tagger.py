@@ -29,7 +29,8 @@ class SequenceTagger(nn.Module):
         self.embedding = nn.Embedding(vocab_size, self.embedding_size)
         inputs = [self.embedding_size, *(2 * h for h in sizes[:-1])]
         spec = CELLS[config.cell]
-        self.layers = nn.ModuleList(spec.module(i, h, bidirectional=True, config=config) for i, h in zip(inputs, sizes))
+        self.layers = nn.ModuleList(spec.module(i, h, bidirectional=True, config=config, layer=n)
+                                    for n, (i, h) in enumerate(zip(inputs, sizes)))
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.decoder = nn.Linear(2 * sizes[-1], num_tags)
         if config.init_range is not None:

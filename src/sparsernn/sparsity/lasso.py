@@ -348,7 +348,11 @@ class GroupLasso:
 
 
 def _resolve(config) -> None:
+    from sparsernn.models.cells import CELLS
+
     s = config.sparsity
+    if not CELLS[config.model.cell].supports_iss:
+        raise ValueError(f"sparsity.method {s.method}: ISS components are not defined for cell {config.model.cell}")
     if s.density != 1.0:
         raise ValueError(f"sparsity.method {s.method} learns its sparsity: set lasso_lambda, not density")
     steered = s.target_units is not None or s.target_multiply_adds is not None

@@ -71,14 +71,15 @@ class Cell(ABC):
     gates: tuple[str, ...]
     state_tensors: int = 1  # tensors in a layer's state: 2 for (h, c), 1 for h
     options: tuple[str, ...] = ()  # the cell-specific fields of ModelConfig it reads (RHN: depth, ...)
+    supports_iss: bool = True  # ISS components (unit_slices) and compaction are defined for it
 
     # ---- the module ------------------------------------------------------------------------------
 
     @abstractmethod
     def module(self, input_size: int, hidden_size: int, bidirectional: bool = False,
-               config: ModelConfig | None = None) -> nn.Module:
+               config: ModelConfig | None = None, layer: int = 0) -> nn.Module:
         """A one-layer module running this cell over a sequence: ``(T, B, I), state -> (T, B, D*H), state``;
-        ``config`` carries the cell's options (``options``)."""
+        ``config`` carries the cell's options (``options``), some per layer (``layer``)."""
 
     def parameter_roles(self, module: nn.Module) -> dict[str, str]:
         """``{parameter name: "input" | "recurrent" | "bias"}`` of one layer's module."""

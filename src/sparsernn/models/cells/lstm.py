@@ -88,7 +88,8 @@ class LSTM(Cell):
     gates = ("i", "f", "g", "o")
     state_tensors = 2
 
-    def module(self, input_size: int, hidden_size: int, bidirectional: bool = False, config=None) -> nn.Module:
+    def module(self, input_size: int, hidden_size: int, bidirectional: bool = False, config=None,
+               layer: int = 0) -> nn.Module:
         return nn.LSTM(input_size, hidden_size, bidirectional=bidirectional)
 
     def state_size(self, hidden: int, mode: str = "hc") -> int:

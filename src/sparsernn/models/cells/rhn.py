@@ -249,7 +249,8 @@ class RHN(Cell):
         self.description = ("recurrent highway network (Zilly et al. 2017), carry 1 - T; depth model.depth; "
                             "state s" if coupled else "recurrent highway network with its own carry gate C; state s")
 
-    def module(self, input_size: int, hidden_size: int, bidirectional: bool = False, config=None) -> nn.Module:
+    def module(self, input_size: int, hidden_size: int, bidirectional: bool = False, config=None,
+               layer: int = 0) -> nn.Module:
         if bidirectional:
             raise ValueError(f"cell {self.name} has no bidirectional form")
         options = {} if config is None else {"depth": config.depth, "transform_bias": config.transform_bias,

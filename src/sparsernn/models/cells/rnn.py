@@ -40,7 +40,8 @@ class ElmanRNN(Cell):
         self.description = description
         self.activation = activation
 
-    def module(self, input_size: int, hidden_size: int, bidirectional: bool = False, config=None) -> nn.Module:
+    def module(self, input_size: int, hidden_size: int, bidirectional: bool = False, config=None,
+               layer: int = 0) -> nn.Module:
         return nn.RNN(input_size, hidden_size, nonlinearity=self.nonlinearity, bidirectional=bidirectional)
 
     def step(self, p, h, c, x, mode="hc"):
