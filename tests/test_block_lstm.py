@@ -130,3 +130,51 @@ def test_sparse_training_on_block_layers_and_iss_is_refused(synthetic_corpus):
         resolve_method(tiny_config(model=model, sparsity={"method": "iss", "target_units": [8]}))
     with pytest.raises(ValueError, match="segments: 2 values for 3 layers"):
         ModelConfig(cell="block_lstm", hidden_sizes=[8, 8, 8], segments=[2, 2])
+
+
+def awd_config(**model):
+    return tiny_config(model={"cell": "lstm", "hidden_sizes": [24, 24, 16], "embedding_size": 16, "tie_weights": True,
+                              "dropout_input": 0.3, "dropout_hidden": 0.2, "dropout_output": 0.3,
+                              "embedding_dropout": 0.1, "weight_drop": 0.5, "variational_dropout": True, **model},
+                       optim={"name": "nt_asgd", "lr": 10.0, "nonmono": 1}, data={"epoch_tokens": 8 * 10 * 10},
+                       train={"epochs": 2})
+
+
+@pytest.mark.parametrize("cell", ["lstm", "block_lstm", "rhn"])
+def test_weight_drop_is_a_fresh_mask_per_forward_in_training_and_none_in_evaluation(cell):
+    extra = {"segments": [1, 3, 1], "gamma": [1.0, 0.5, 1.0]} if cell == "block_lstm" else \
+        {"hidden_sizes": [16], "depth": 2} if cell == "rhn" else {}
+    config = awd_config(cell=cell, **extra).model.model_copy(update={
+        "dropout_input": 0.0, "dropout_hidden": 0.0, "dropout_output": 0.0, "embedding_dropout": 0.0})
+    torch.manual_seed(0)
+    model = RNNLanguageModel(config, 30).double()
+    plain = RNNLanguageModel(config.model_copy(update={"weight_drop": 0.0}), 30).double()
+    plain.load_state_dict(model.state_dict())
+    tokens = torch.randint(0, 30, (5, 3))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    first, _ = model(tokens, model.init_state(3))
+    second, _ = model(tokens, model.init_state(3))
+    assert not torch.allclose(first, second)  # a fresh DropConnect mask each pass
+    reference, _ = plain.train()(tokens, plain.init_state(3))
+    assert not torch.allclose(first, reference)
+    first.sum().backward()
+    assert all(torch.equal(p.detach(), before[n]) for n, p in model.named_parameters())  # weights untouched
+    model.eval()
+    plain.eval()
+    torch.testing.assert_close(model(tokens, model.init_state(3))[0], plain(tokens, plain.init_state(3))[0])
+
+
+def test_awd_regularisers_train_and_the_finetune_phase_starts_from_the_best_model(synthetic_corpus, tmp_path):
+    config = awd_config()
+    first = Trainer(config, synthetic_corpus, tmp_path / "main")
+    first.fit()
+    best, *_ = __import__("sparsernn.runs", fromlist=["load_model"]).load_model(tmp_path / "main")
+    finetune = config.model_copy(deep=True)
+    finetune.optim.name = "asgd"
+    finetune.train.init_from = str(tmp_path / "main")  # a run directory: its best model
+    second = Trainer(finetune, synthetic_corpus, tmp_path / "finetune")
+    for name, value in best.state_dict().items():
+        assert torch.equal(second.model.state_dict()[name], value), name
+    result = second.fit()
+    assert result["val_ppl"] < 1.05 * min(r["val_ppl"] for r in first.history)

@@ -179,12 +179,15 @@ def test_cell_options_are_refused_by_cells_that_do_not_read_them():
     assert ConfigError  # the CLI turns these into one-line errors naming model.depth
 
 
-@pytest.mark.parametrize("preset", ["rhn-cpu", "rhn-paper", "gru-small", "rnn-small"])
+@pytest.mark.parametrize("preset", ["rhn-cpu", "rhn-paper", "gru-small", "rnn-small", "awd-lstm-cpu", "awd-sparse-cpu",
+                                    "awd-lstm", "awd-sparse"])
 def test_cell_presets_train_end_to_end(preset, synthetic_dir, tmp_path):
     """Each cell's preset trains, saves and evaluates through the CLI (budgets cut to seconds)."""
     from conftest import cli_in_process
 
-    width = ["--hidden", "16", "--embedding-size", "16"] if preset.startswith("rhn") else ["--hidden", "16,16"]
+    width = (["--hidden", "16", "--embedding-size", "16"] if preset.startswith("rhn") else
+             ["--hidden", "16,24,16", "--embedding-size", "16", "--eval-batch-size", "4"] if preset.startswith("awd")
+             else ["--hidden", "16,16"])
     result = cli_in_process("train", "--preset", preset, "--data-dir", synthetic_dir, *width, "--epochs", "1",
                             "--epoch-tokens", "1400", "--batch-size", "4", "--device", "cpu",
                             "--out", tmp_path / preset)

@@ -53,6 +53,16 @@ class ModelConfig(_Section):
     init_range: float | None = Field(0.1, gt=0.0, description="uniform init in [-r, r]; None keeps PyTorch's")
     variational_dropout: bool = Field(
         False, description="model.dropout with one mask per sequence (window) instead of per step (Gal & Ghahramani)")
+    dropout_input: float | None = Field(None, ge=0.0, lt=1.0, description="dropout on the embedding output "
+                                        "(AWD-LSTM's dropouti); None: model.dropout")
+    dropout_hidden: float | None = Field(None, ge=0.0, lt=1.0, description="dropout between recurrent layers "
+                                         "(AWD-LSTM's dropouth); None: model.dropout")
+    dropout_output: float | None = Field(None, ge=0.0, lt=1.0, description="dropout before the decoder; "
+                                         "None: model.dropout")
+    embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="drop whole words' embeddings, one mask "
+                                     "per forward pass (AWD-LSTM's dropoute)")
+    weight_drop: float = Field(0.0, ge=0.0, lt=1.0, description="DropConnect on the recurrent weights W_hh, a "
+                               "fresh mask per forward pass (AWD-LSTM's wdrop); fused kernels kept")
     depth: int = Field(1, gt=0, description="rhn: recurrence depth, micro-layers per time step")
     transform_bias: float = Field(-2.0, description="rhn: initial bias of the transform gate T (negative: carry)")
     recurrent_dropout: float = Field(

@@ -28,7 +28,8 @@ from sparsernn.errors import CheckpointError, ConfigError, TrainingDiverged
 from sparsernn.models.lm import count_parameters
 from sparsernn.optim import NTASGD
 from sparsernn.progress import Reporter, SilentReporter
-from sparsernn.runs import BEST, FAILED, LAST, RESULTS, SPARSITY, RunDir, flatten_fields, resume_config, save_model
+from sparsernn.runs import (BEST, FAILED, LAST, RESULTS, SPARSITY, RunDir, flatten_fields, model_path, resume_config,
+                           save_model)
 from sparsernn.sparsity import Sparsifier, build_sparsifier, resolve_method
 from sparsernn.sparsity.masks import strip_masks
 from sparsernn.sparsity.report import density_report, density_table
@@ -387,7 +388,9 @@ class Trainer:
     # ---- checkpoints ---------------------------------------------------------------------------
 
     def _init_from(self, path: Path) -> None:
-        """Fine-tuning: start from a trained checkpoint's weights (same architecture and data)."""
+        """Fine-tuning: start from a trained checkpoint's weights (same architecture and data); a run
+        directory means its best model (averaged weights under NT-ASGD: what was evaluated)."""
+        path = model_path(path)
         tensors, meta = checkpoint.load(path, self.device)
         self.task.check_meta(meta, path)
         weights = strip_masks(checkpoint.subtree(tensors, "model"))

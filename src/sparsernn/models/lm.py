@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from sparsernn.config import ModelConfig
 from sparsernn.models.cells import CELLS, LayerState
@@ -31,11 +32,9 @@ class RNNLanguageModel(nn.Module):
         inputs = [self.embedding_size, *sizes[:-1]]
         self.layers = nn.ModuleList(spec.module(i, h, config=config, layer=n)
                                     for n, (i, h) in enumerate(zip(inputs, sizes)))
-        # p=0 dropout still copies tensors in training mode; skip it entirely.
-        if config.dropout == 0:
-            self.dropout: nn.Module = nn.Identity()
-        else:
-            self.dropout = LockedDropout(config.dropout) if config.variational_dropout else nn.Dropout(config.dropout)
+        self.dropout_input = _dropout(config.dropout_input, config)
+        self.dropout_hidden = _dropout(config.dropout_hidden, config)
+        self.dropout_output = _dropout(config.dropout_output, config)
         self.decoder = nn.Linear(sizes[-1], vocab_size)
         if config.init_range is not None:
             for param in self.parameters():
@@ -77,13 +76,41 @@ class RNNLanguageModel(nn.Module):
         return [spec.zero_state(batch_size, h, self.decoder.weight) for h in self.hidden_sizes]
 
     def forward(self, tokens: torch.Tensor, state: list[LayerState]) -> tuple[torch.Tensor, list[LayerState]]:
-        x = self.dropout(self.embedding(tokens))
+        x = self.dropout_input(self._embed(tokens))
         new_state = []
-        for layer, layer_state in zip(self.layers, state):
-            x, layer_state = layer(x, layer_state)
-            x = self.dropout(x)
+        last = len(self.layers) - 1
+        for n, (layer, layer_state) in enumerate(zip(self.layers, state)):
+            if self.training and self.config.weight_drop > 0:
+                x, layer_state = functional_call(layer, self._dropped_weights(layer), (x, layer_state))
+            else:
+                x, layer_state = layer(x, layer_state)
+            x = self.dropout_output(x) if n == last else self.dropout_hidden(x)
             new_state.append(layer_state)
         return self.decoder(x), new_state
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        p = self.config.embedding_dropout
+        if not self.training or p == 0:
+            return self.embedding(tokens)
+        # a word is dropped everywhere it occurs in the window (Gal & Ghahramani's embedding dropout)
+        weight = self.embedding.weight
+        keep = weight.new_empty(weight.shape[0], 1).bernoulli_(1 - p).div_(1 - p)
+        return nn.functional.embedding(tokens, weight * keep)
+
+    def _dropped_weights(self, layer: nn.Module) -> dict[str, torch.Tensor]:
+        """DropConnect on the recurrent weights (Wan et al. 2013; AWD-LSTM's WeightDrop): a fresh mask per
+        forward pass, passed to the unchanged module, so its fused kernel runs on the dropped weights."""
+        p = self.config.weight_drop
+        roles = CELLS[self.cell].parameter_roles(layer)
+        return {name: w * w.new_empty(w.shape).bernoulli_(1 - p).div_(1 - p)
+                for name, w in layer.named_parameters() if roles[name] == "recurrent"}
+
+
+def _dropout(p: float | None, config: ModelConfig) -> nn.Module:
+    p = config.dropout if p is None else p
+    if p == 0:  # p=0 dropout still copies tensors in training mode; skip it entirely
+        return nn.Identity()
+    return LockedDropout(p) if config.variational_dropout else nn.Dropout(p)
 
 
 class LockedDropout(nn.Module):
