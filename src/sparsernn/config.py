@@ -59,6 +59,12 @@ class ModelConfig(_Section):
                                          "(AWD-LSTM's dropouth); None: model.dropout")
     dropout_output: float | None = Field(None, ge=0.0, lt=1.0, description="dropout before the decoder; "
                                          "None: model.dropout")
+    embedding_density: float = Field(1.0, gt=0.0, le=1.0, description="trainable fraction of the embedding: "
+                                     "words get embeddings whose length follows their frequency (1: dense)")
+    embedding_sort: Literal["up", "down", "none", "random"] = Field(
+        "up", description="sparse embedding: up (frequent words longest) | down | none (vocabulary order) | random")
+    embedding_bins: list[int] | None = Field(None, description="sparse embedding: bin widths adding up to the "
+                                             "embedding size (None: one bin per dimension)")
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="drop whole words' embeddings, one mask "
                                      "per forward pass (AWD-LSTM's dropoute)")
     weight_drop: float = Field(0.0, ge=0.0, lt=1.0, description="DropConnect on the recurrent weights W_hh, a "
@@ -123,6 +129,15 @@ class ModelConfig(_Section):
         for layer, hidden in enumerate(self.hidden_sizes):
             if self.segments_of(layer) > hidden:
                 raise ValueError(f"segments: {self.segments_of(layer)} segments for layer {layer + 1} of {hidden} units")
+        return self
+
+    @model_validator(mode="after")
+    def _sparse_embedding(self) -> ModelConfig:
+        if self.embedding_density < 1.0 and self.tie_weights:
+            raise ValueError("embedding_density < 1 needs tie_weights off (the decoder would share the blocks)")
+        size = self.embedding_size or self.hidden_sizes[0]
+        if self.embedding_bins is not None and sum(self.embedding_bins) != size:
+            raise ValueError(f"embedding_bins add up to {sum(self.embedding_bins)}, not the embedding size {size}")
         return self
 
     @model_validator(mode="after")

@@ -14,13 +14,14 @@ from torch.func import functional_call
 
 from sparsernn.config import ModelConfig
 from sparsernn.models.cells import CELLS, LayerState
+from sparsernn.models.embedding import SparseEmbedding
 from sparsernn.models.stack import RecurrentLayer
 
 
 class RNNLanguageModel(nn.Module):
     """Word-level LM. ``forward(tokens (T, B), state) -> (logits (T, B, V), new state)``."""
 
-    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+    def __init__(self, config: ModelConfig, vocab_size: int, word_ranks: torch.Tensor | None = None) -> None:
         super().__init__()
         self.config = config
         self.vocab_size = vocab_size
@@ -28,7 +29,7 @@ class RNNLanguageModel(nn.Module):
         spec = CELLS[config.cell]
         sizes = list(config.hidden_sizes)
         self.embedding_size = config.embedding_size or sizes[0]
-        self.embedding = nn.Embedding(vocab_size, self.embedding_size)
+        self.embedding = make_embedding(config, vocab_size, self.embedding_size, word_ranks)
         inputs = [self.embedding_size, *sizes[:-1]]
         self.layers = nn.ModuleList(spec.module(i, h, config=config, layer=n)
                                     for n, (i, h) in enumerate(zip(inputs, sizes)))
@@ -54,7 +55,8 @@ class RNNLanguageModel(nn.Module):
         # tied: the embedding is the decoder's weight, as wide as the last layer
         embedding = hidden_sizes[-1] if self.config.tie_weights else self.embedding_size
         return RNNLanguageModel(self.config.model_copy(update={"hidden_sizes": list(hidden_sizes),
-                                                         "embedding_size": embedding}), self.vocab_size)
+                                                         "embedding_size": embedding}), self.vocab_size,
+                                getattr(self.embedding, "ranks", None))
 
     def recurrent_stack(self) -> tuple[RecurrentLayer, ...]:
         names = [f"layers.{n}" for n in range(len(self.layers))]
@@ -93,9 +95,8 @@ class RNNLanguageModel(nn.Module):
         if not self.training or p == 0:
             return self.embedding(tokens)
         # a word is dropped everywhere it occurs in the window (Gal & Ghahramani's embedding dropout)
-        weight = self.embedding.weight
-        keep = weight.new_empty(weight.shape[0], 1).bernoulli_(1 - p).div_(1 - p)
-        return nn.functional.embedding(tokens, weight * keep)
+        keep = self.decoder.weight.new_empty(self.vocab_size).bernoulli_(1 - p).div_(1 - p)
+        return self.embedding(tokens) * keep[tokens].unsqueeze(-1)
 
     def _dropped_weights(self, layer: nn.Module) -> dict[str, torch.Tensor]:
         """DropConnect on the recurrent weights (Wan et al. 2013; AWD-LSTM's WeightDrop): a fresh mask per
@@ -104,6 +105,13 @@ class RNNLanguageModel(nn.Module):
         roles = CELLS[self.cell].parameter_roles(layer)
         return {name: w * w.new_empty(w.shape).bernoulli_(1 - p).div_(1 - p)
                 for name, w in layer.named_parameters() if roles[name] == "recurrent"}
+
+
+def make_embedding(config: ModelConfig, vocab_size: int, size: int, word_ranks: torch.Tensor | None) -> nn.Module:
+    """A dense ``nn.Embedding``, or a sparse one whose lengths follow ``word_ranks`` (0 = longest)."""
+    if config.embedding_density == 1.0:
+        return nn.Embedding(vocab_size, size)
+    return SparseEmbedding(vocab_size, size, config.embedding_density, config.embedding_bins, word_ranks)
 
 
 def _dropout(p: float | None, config: ModelConfig) -> nn.Module:

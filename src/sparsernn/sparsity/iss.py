@@ -82,7 +82,7 @@ def group_sq_norms(model: nn.Module, slices: list[UnitSlice] | None = None, bias
     """
     slices = slices if slices is not None else unit_slices(model)
     stack = model.recurrent_stack()
-    norms = [torch.zeros(layer.hidden_size, device=model.embedding.weight.device) for layer in stack]
+    norms = [torch.zeros(layer.hidden_size, device=model.decoder.weight.device) for layer in stack]
     for s in slices:
         if s.is_bias and not biases:
             continue
@@ -133,7 +133,7 @@ def component_masks(model: nn.Module, layer: int, unit: int, biases: bool = Fals
 def removable_units(model: nn.Module, biases: bool = False) -> list[torch.Tensor]:
     """Per layer, a bool tensor: True where the whole ISS component is exactly zero."""
     stack = model.recurrent_stack()
-    zero = [torch.ones(layer.hidden_size, dtype=torch.bool, device=model.embedding.weight.device) for layer in stack]
+    zero = [torch.ones(layer.hidden_size, dtype=torch.bool, device=model.decoder.weight.device) for layer in stack]
     for s in unit_slices(model):
         if s.is_bias and not biases:
             continue
@@ -156,7 +156,7 @@ def compact(model: nn.Module, keep: list[torch.Tensor] | None = None) -> nn.Modu
     sizes = [int(k.numel()) for k in kept_index]
     if min(sizes) == 0:
         raise ValueError(f"compaction would leave a layer with no units (sizes {sizes})")
-    small = model.resized(sizes).to(model.embedding.weight.device, model.embedding.weight.dtype)
+    small = model.resized(sizes).to(model.decoder.weight.device, model.decoder.weight.dtype)
     by_param: dict[str, list[UnitSlice]] = {}
     for s in unit_slices(model):
         by_param.setdefault(s.param, []).append(s)

@@ -163,7 +163,7 @@ class GroupLasso:
         self.params = sorted({s.param for s in self.slices})
         stack = model.recurrent_stack()
         self.full = [layer.hidden_size for layer in stack]
-        device = model.embedding.weight.device
+        device = model.decoder.weight.device
         if isinstance(self.lambdas, (int, float)):
             values = [float(self.lambdas)] * len(stack)
         else:

@@ -28,8 +28,8 @@ def prunable_parameters(model: nn.Module, kinds: Iterable[str] = PRUNABLE_KINDS)
     if unknown:
         raise ValueError(f"unknown prunable kinds {sorted(unknown)}; expected some of {PRUNABLE_KINDS}")
     names: list[str] = []
-    if "embedding" in kinds:
-        names.append("embedding.weight")
+    if "embedding" in kinds:  # a sparse embedding's blocks, or the one weight matrix
+        names += [f"embedding.{name}" for name, _ in model.embedding.named_parameters()]
     if "recurrent" in kinds:
         for layer in model.recurrent_stack():
             names += [f"{layer.module}.{n}" for n in layer.spec.weights(model.get_submodule(layer.module))]

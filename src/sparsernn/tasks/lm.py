@@ -15,6 +15,7 @@ from sparsernn.data.lm import Corpus, batchify, bptt_window, num_windows
 from sparsernn.dynamics.lyapunov import validation_sequences
 from sparsernn.errors import CheckpointError, DataError
 from sparsernn.models.cells import CELLS
+from sparsernn.models.embedding import word_ranks
 from sparsernn.models.lm import RNNLanguageModel, detach_state
 from sparsernn.tasks.base import TASKS, Metric, Task
 
@@ -76,7 +77,11 @@ class LanguageModelling(Task):
         return self._steps_per_epoch
 
     def build_model(self, config: ModelConfig) -> RNNLanguageModel:
-        return RNNLanguageModel(config, len(self.corpus.vocab))
+        ranks = None
+        if config.embedding_density < 1.0:  # embedding lengths follow the training frequencies
+            frequencies = torch.bincount(self.corpus.train, minlength=len(self.corpus.vocab))
+            ranks = word_ranks(frequencies, config.embedding_sort, seed=0)
+        return RNNLanguageModel(config, len(self.corpus.vocab), ranks)
 
     @classmethod
     def model_from_meta(cls, config: ModelConfig, meta: dict[str, Any]) -> RNNLanguageModel:
