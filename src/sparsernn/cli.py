@@ -29,6 +29,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Get and check corpora.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+tag_app = typer.Typer(help="Sequence tagging (WSJ POS): train, evaluate, tag a text file.", no_args_is_help=True)
+app.add_typer(tag_app, name="tag")
 iss_app = typer.Typer(help="ISS tools: the zeroing threshold of a trained model, structure plots of a run.",
                       no_args_is_help=True)
 app.add_typer(iss_app, name="iss")
@@ -39,6 +41,7 @@ err = Console(stderr=True)
 # train option -> the config field it sets (help text and type come from the field itself)
 TRAIN_OPTION_FIELDS = {
     "--data-dir": "data.dir",
+    "--task": "data.task",
     "--batch-size": "data.batch_size",
     "--eval-batch-size": "data.eval_batch_size",
     "--bptt": "data.bptt",
@@ -51,6 +54,15 @@ TRAIN_OPTION_FIELDS = {
     "--tie-weights": "model.tie_weights",
     "--init-range": "model.init_range",
     "--variational-dropout": "model.variational_dropout",
+    "--dropout-input": "model.dropout_input",
+    "--dropout-hidden": "model.dropout_hidden",
+    "--dropout-output": "model.dropout_output",
+    "--embedding-dropout": "model.embedding_dropout",
+    "--weight-drop": "model.weight_drop",
+    "--embedding-density": "model.embedding_density",
+    "--embedding-sort": "model.embedding_sort",
+    "--embedding-bins": "model.embedding_bins",
+    "--projection-size": "model.projection_size",
     "--depth": "model.depth",
     "--transform-bias": "model.transform_bias",
     "--recurrent-dropout": "model.recurrent_dropout",
@@ -187,8 +199,8 @@ def _train(
     import yaml
 
     from sparsernn.config import parse_override, resolve_config
-    from sparsernn.data import load_corpus, resolve_lm_dir
     from sparsernn.models import count_parameters
+    from sparsernn.tasks import load_data
     from sparsernn.progress import default_reporter
     from sparsernn.runs import RunDir, resume_config
     from sparsernn.sparsity import resolve_method
@@ -231,10 +243,9 @@ def _train(
         out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return
     reporter = default_reporter()
-    corpus_dir, note = resolve_lm_dir(cfg.data.dir)
+    corpus, corpus_dir, note = load_data(cfg)
     if note:
         reporter.message(f"[yellow]note:[/] {note}")
-    corpus = load_corpus(corpus_dir)
     run.create()  # before any work: a run directory that cannot be made is said before anything else
     if resume is None:
         cfg.data.dir = str(corpus_dir.resolve())  # the run records exactly which corpus it used
@@ -267,6 +278,19 @@ _train.__signature__ = _fixed.replace(parameters=[
     *(_train_option(option, dotted) for option, dotted in TRAIN_OPTION_FIELDS.items())])
 _train.__annotations__ = {p.name: p.annotation for p in _train.__signature__.parameters.values()}
 app.command("train")(_train)
+
+
+def _tag_train(**fields: Any) -> None:
+    """Train a sequence tagger (preset pos-tagger unless --preset/--config say otherwise) and report its
+    validation and test accuracy; every option of `sparsernn train` applies."""
+    if fields.get("preset") is None and fields.get("config") is None and fields.get("resume") is None:
+        fields["preset"] = "pos-tagger"
+    _train(**fields)
+
+
+_tag_train.__signature__ = _train.__signature__
+_tag_train.__annotations__ = dict(_train.__annotations__)
+tag_app.command("train")(_tag_train)
 
 
 # hyperprune option -> the SearchSettings field it sets
@@ -397,21 +421,23 @@ def _print_results(values: dict[str, float], title: str, metric: str = "perplexi
 def _model_and_task(ckpt: Path, data_dir: str | None, device, corpora: dict | None = None,
                     eval_batch_size: int | None = None):
     """A trained model and the task (its data) it is used with; the task checks they belong together."""
-    from sparsernn.data import load_corpus, resolve_lm_dir
     from sparsernn.runs import load_model, model_path
-    from sparsernn.tasks import build_task
+    from sparsernn.tasks import build_task, load_data
 
     path = model_path(ckpt)
     model, cfg, _, meta = load_model(path, device)
-    corpus_dir, note = resolve_lm_dir(data_dir or cfg.data.dir)
-    if note:
-        err.print(f"note: {note}")
+    if data_dir is not None:
+        cfg.data.dir = data_dir
     corpora = {} if corpora is None else corpora
-    if corpus_dir not in corpora:
-        corpora[corpus_dir] = load_corpus(corpus_dir)
+    key = (cfg.data.task, cfg.data.dir)
+    if key not in corpora:
+        corpus, _, note = load_data(cfg)
+        if note:
+            err.print(f"note: {note}")
+        corpora[key] = corpus
     if eval_batch_size is not None:
         cfg.data.eval_batch_size = eval_batch_size
-    task = build_task(cfg, corpora[corpus_dir], device)
+    task = build_task(cfg, corpora[key], device)
     task.check_meta(meta, path)
     return path, model, cfg, task
 
@@ -559,6 +585,56 @@ def compact(
         norms = {f"layer {n + 1}": sq.sqrt() for n, sq in enumerate(group_sq_norms(model))}
         out.print(f"plots: {plot_zero_pattern(model, plots / 'zero_pattern.png')}, "
                   f"{plot_group_norms(norms, plots / 'group_norms.png')}")
+
+
+@tag_app.command("eval")
+def tag_eval(
+    ckpt: Annotated[Path, typer.Argument(help="tagger checkpoint or run directory (uses best)")],
+    data_dir: Annotated[Optional[str], typer.Option(help="CoNLL directory [default: the one it trained on]")] = None,
+    split: Annotated[list[str], typer.Option(help="valid and/or test")] = ["valid", "test"],  # noqa: B006
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Token accuracy of a trained tagger on valid/test (padding excluded)."""
+    eval_(ckpt, data_dir=data_dir, split=split, batch_size=None, device=device)
+
+
+@tag_app.command("predict")
+def tag_predict(
+    ckpt: Annotated[Path, typer.Argument(help="tagger checkpoint or run directory (uses best)")],
+    text: Annotated[Path, typer.Argument(help="text file: one sentence a line, tokens separated by spaces")],
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="write token<TAB>tag (CoNLL) here "
+                                                                        "[default: print]")] = None,
+) -> None:
+    """Tag every sentence of a text file; unknown words are tagged through the unknown-word embedding."""
+    import torch
+
+    from sparsernn.files import atomic_write_text
+    from sparsernn.runs import load_model, model_path
+
+    path = model_path(ckpt)
+    model, cfg, _, meta = load_model(path)
+    if "tags" not in meta:
+        raise SparsernnError(f"{path}: not a tagger checkpoint (it has no tag set); train one with sparsernn tag train")
+    try:
+        lines = [line.split() for line in text.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SparsernnError(f"{text}: cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
+    if not lines:
+        raise SparsernnError(f"{text}: no sentences (one a line expected)")
+    ids = {w: i for i, w in enumerate(meta["vocab"])}
+    model.eval()
+    blocks = []
+    with torch.inference_mode():
+        for tokens in lines:
+            words = torch.tensor([[ids.get(t, 1)] for t in tokens])
+            tags = model(words).argmax(-1)[:, 0].tolist()
+            blocks.append("".join(f"{t}\t{meta['tags'][g]}\n" for t, g in zip(tokens, tags)))
+    conll = "\n".join(blocks)
+    if out_path is None:
+        sys.stdout.write(conll)  # raw: the console would turn the tabs into spaces
+    else:
+        atomic_write_text(out_path, conll)
+        out.print(f"tagged {len(lines)} sentences -> {out_path}")
 
 
 @iss_app.command("tau")

@@ -35,6 +35,8 @@ class DataConfig(_Section):
     batch_size: int = Field(20, gt=0, description="parallel streams in training")
     eval_batch_size: int = Field(10, gt=0, description="parallel streams in validation/test")
     bptt: int = Field(20, gt=0, description="unrolled steps per training window")
+    task: Literal["lm", "tagging"] = Field("lm", description="lm: language modelling (PTB) | tagging: sequence "
+                                           "tagging (WSJ POS, two-column CoNLL files)")
     epoch_tokens: int | None = Field(
         None, gt=0, description="cap on training tokens per epoch (successive epochs take successive slices)"
     )
@@ -69,6 +71,8 @@ class ModelConfig(_Section):
                                      "per forward pass (AWD-LSTM's dropoute)")
     weight_drop: float = Field(0.0, ge=0.0, lt=1.0, description="DropConnect on the recurrent weights W_hh, a "
                                "fresh mask per forward pass (AWD-LSTM's wdrop); fused kernels kept")
+    projection_size: int | None = Field(None, gt=0, description="tagger: a tanh layer of this size between the "
+                                        "recurrent layers and the tag softmax (Demeester et al.: 10)")
     depth: int = Field(1, gt=0, description="rhn: recurrence depth, micro-layers per time step")
     transform_bias: float = Field(-2.0, description="rhn: initial bias of the transform gate T (negative: carry)")
     recurrent_dropout: float = Field(

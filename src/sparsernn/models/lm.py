@@ -91,20 +91,28 @@ class RNNLanguageModel(nn.Module):
         return self.decoder(x), new_state
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        p = self.config.embedding_dropout
-        if not self.training or p == 0:
-            return self.embedding(tokens)
-        # a word is dropped everywhere it occurs in the window (Gal & Ghahramani's embedding dropout)
-        keep = self.decoder.weight.new_empty(self.vocab_size).bernoulli_(1 - p).div_(1 - p)
-        return self.embedding(tokens) * keep[tokens].unsqueeze(-1)
+        return embed_with_word_dropout(self.embedding, tokens, self.config.embedding_dropout, self.training)
 
     def _dropped_weights(self, layer: nn.Module) -> dict[str, torch.Tensor]:
-        """DropConnect on the recurrent weights (Wan et al. 2013; AWD-LSTM's WeightDrop): a fresh mask per
-        forward pass, passed to the unchanged module, so its fused kernel runs on the dropped weights."""
-        p = self.config.weight_drop
-        roles = CELLS[self.cell].parameter_roles(layer)
-        return {name: w * w.new_empty(w.shape).bernoulli_(1 - p).div_(1 - p)
-                for name, w in layer.named_parameters() if roles[name] == "recurrent"}
+        return dropped_recurrent_weights(layer, self.cell, self.config.weight_drop)
+
+
+def embed_with_word_dropout(embedding: nn.Module, tokens: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Embedding lookup; in training with ``p > 0`` each word is dropped (all its occurrences in the
+    batch) with probability ``p`` (Gal & Ghahramani's embedding dropout; AWD-LSTM's dropoute)."""
+    out = embedding(tokens)
+    if not training or p == 0:
+        return out
+    keep = out.new_empty(embedding.num_embeddings).bernoulli_(1 - p).div_(1 - p)
+    return out * keep[tokens].unsqueeze(-1)
+
+
+def dropped_recurrent_weights(layer: nn.Module, cell: str, p: float) -> dict[str, torch.Tensor]:
+    """DropConnect on a layer's recurrent weights (Wan et al. 2013; AWD-LSTM's WeightDrop): a fresh mask
+    per call, for ``functional_call`` on the unchanged module, so its fused kernel runs on them."""
+    roles = CELLS[cell].parameter_roles(layer)
+    return {name: w * w.new_empty(w.shape).bernoulli_(1 - p).div_(1 - p)
+            for name, w in layer.named_parameters() if roles[name] == "recurrent"}
 
 
 def make_embedding(config: ModelConfig, vocab_size: int, size: int, word_ranks: torch.Tensor | None) -> nn.Module:

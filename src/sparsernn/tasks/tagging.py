@@ -1,0 +1,120 @@
+"""Sequence tagging (WSJ part-of-speech): batches of whole sentences, scored by token accuracy."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsernn.config import ModelConfig, RunConfig
+from sparsernn.data.conll import TaggedCorpus, pad_batch
+from sparsernn.errors import CheckpointError
+from sparsernn.models.embedding import word_ranks
+from sparsernn.models.tagger import SequenceTagger
+from sparsernn.tasks.base import TASKS, Metric, Task
+
+PAD_TAG = -100  # ignored by the loss and by accuracy
+
+
+def accuracy_counts(logits: torch.Tensor, tags: torch.Tensor) -> tuple[int, int]:
+    """``(correct, counted)`` over the real tokens of a padded batch (padding tagged ``PAD_TAG``)."""
+    real = tags != PAD_TAG
+    return int((logits.argmax(-1)[real] == tags[real]).sum()), int(real.sum())
+
+
+class Tagging(Task):
+    """``corpus`` in batches of ``data.batch_size`` sentences, shuffled per epoch with a seed that
+    depends on ``(train.seed, epoch)`` only (so a resumed run sees the same batches)."""
+
+    kind = "tagger"
+    description = "sequence tagging (WSJ POS), scored by token accuracy"
+    primary = Metric("accuracy", "max")
+
+    def __init__(self, config: RunConfig, corpus: TaggedCorpus, device: torch.device | str = "cpu") -> None:
+        self.corpus = corpus
+        self.data = config.data
+        self.seed = config.train.seed
+        self.device = torch.device(device)
+        self._order: tuple[int, torch.Tensor] | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        steps = math.ceil(len(self.corpus.train) / self.data.batch_size)
+        if self.data.epoch_tokens is not None:  # a cap, in sentences' worth of batches
+            tokens = sum(len(w) for w, _ in self.corpus.train)
+            steps = min(steps, max(1, math.ceil(steps * self.data.epoch_tokens / tokens)))
+        return steps
+
+    def build_model(self, config: ModelConfig) -> SequenceTagger:
+        ranks = None
+        if config.embedding_density < 1.0:
+            ranks = word_ranks(self.corpus.frequencies(), config.embedding_sort, seed=0)
+        return SequenceTagger(config, len(self.corpus.words), len(self.corpus.tags), ranks)
+
+    @classmethod
+    def model_from_meta(cls, config: ModelConfig, meta: dict[str, Any]) -> SequenceTagger:
+        return SequenceTagger(config, len(meta["vocab"]), len(meta["tags"]))
+
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        if self._order is None or self._order[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._order = (epoch, torch.randperm(len(self.corpus.train), generator=generator))
+        return self._order[1]
+
+    def training_loss(self, model: nn.Module, epoch: int, step: int) -> tuple[torch.Tensor, int]:
+        order = self._epoch_order(epoch)
+        size = self.data.batch_size
+        chosen = order[(step * size) % len(order):][:size].tolist()
+        words, tags, lengths = pad_batch([self.corpus.train[i] for i in chosen], PAD_TAG)
+        logits = model(words.to(self.device), lengths)
+        tags = tags.to(self.device)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tags.reshape(-1),
+                                           ignore_index=PAD_TAG)
+        return loss, int((tags != PAD_TAG).sum())
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        sentences = self.corpus.split(split)
+        correct = counted = 0
+        total_loss = 0.0
+        size = self.data.eval_batch_size * 10  # whole sentences: larger batches are cheap here
+        with torch.inference_mode():
+            for start in range(0, len(sentences), size):
+                words, tags, lengths = pad_batch(sentences[start:start + size], PAD_TAG)
+                logits = model(words.to(self.device), lengths)
+                tags = tags.to(self.device)
+                total_loss += float(nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                                                                tags.reshape(-1), ignore_index=PAD_TAG,
+                                                                reduction="sum"))
+                right, real = accuracy_counts(logits, tags)
+                correct += right
+                counted += real
+        model.train(was_training)
+        return {"loss": total_loss / counted, "accuracy": correct / counted}
+
+    def lyapunov_inputs(self, samples: int, steps: int) -> torch.Tensor:
+        stream = torch.cat([w for w, _ in self.corpus.valid])
+        needed = samples * steps
+        if stream.numel() < needed:
+            stream = stream.repeat(needed // stream.numel() + 1)
+        return stream[:needed].view(samples, steps)
+
+    def meta(self) -> dict[str, Any]:
+        return {"vocab": list(self.corpus.words), "tags": list(self.corpus.tags)}
+
+    def check_meta(self, meta: dict[str, Any], path: Path) -> None:
+        if meta.get("vocab") != list(self.corpus.words) or meta.get("tags") != list(self.corpus.tags):
+            raise CheckpointError(f"{path}: its vocabulary or tag set differs from the corpus in "
+                                  f"{self.corpus.directory} (trained on other data?)")
+
+    def describe(self) -> str:
+        tokens = sum(len(w) for w, _ in self.corpus.train)
+        return (f"tagging {self.corpus.directory}: {len(self.corpus.train):,} training sentences ({tokens:,} "
+                f"tokens), {len(self.corpus.words):,} words, {len(self.corpus.tags)} tags")
+
+
+TASKS.register(Tagging)

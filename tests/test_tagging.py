@@ -1,0 +1,100 @@
+"""The tagging task: CoNLL reading, accuracy over real tokens, the tagger end to end through the CLI."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from sparsernn.data.conll import load_tagged_corpus, pad_batch, read_conll
+from sparsernn.errors import DataError
+from sparsernn.tasks.tagging import PAD_TAG, Tagging, accuracy_counts
+from sparsernn.train import Trainer
+
+from conftest import cli_in_process, tiny_config
+
+CLASSES = {"DT": ["the", "a", "some"], "NN": [f"noun{i}" for i in range(12)], "VB": [f"verb{i}" for i in range(8)],
+           "JJ": [f"adj{i}" for i in range(6)], ".": ["."]}
+
+
+def write_corpus(directory, seed=0, sentences=(400, 60, 60)):
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, count in zip(("train", "valid", "test"), sentences):
+        lines = []
+        for _ in range(count):
+            pattern = ["DT", *(["JJ"] * rng.randint(0, 2)), "NN", "VB", "DT", "NN", "."]
+            lines += [f"{rng.choice(CLASSES[tag])}\t{tag}" for tag in pattern] + [""]
+        (directory / f"{split}.conll").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def pos_dir(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("pos"))
+
+
+def test_the_conll_reader_rejects_a_malformed_line_naming_file_and_line(tmp_path):
+    path = tmp_path / "bad.conll"
+    path.write_text("The\tDT\ncat\tNN\n\nsat NN\n")
+    with pytest.raises(DataError, match=r"bad\.conll line 4: expected 'token<TAB>tag', got 'sat NN'") as info:
+        read_conll(path)
+    assert "\n" not in str(info.value)
+    assert read_conll(write_corpus(tmp_path / "ok") / "train.conll")[0][1][0] == "DT"
+
+
+def test_a_malformed_training_file_is_a_one_line_cli_error(tmp_path):
+    directory = write_corpus(tmp_path / "pos", sentences=(5, 2, 2))
+    (directory / "valid.conll").write_text("the\tDT\nnoun1\n")
+    line = cli_in_process("tag", "train", "--data-dir", directory, "--epochs", "1",
+                          "--out", tmp_path / "run").one_line_error()
+    assert "valid.conll line 2: expected 'token<TAB>tag'" in line
+
+
+def test_accuracy_counts_real_tokens_only():
+    words, tags, lengths = pad_batch([(torch.tensor([5, 6, 7]), torch.tensor([1, 2, 0])),
+                                      (torch.tensor([8]), torch.tensor([2]))], PAD_TAG)
+    assert lengths.tolist() == [3, 1] and tags[1:, 1].tolist() == [PAD_TAG, PAD_TAG]
+    logits = torch.zeros(3, 2, 3)
+    logits[:, :, 0] = 1.0  # predicts tag 0 everywhere, padding included
+    assert accuracy_counts(logits, tags) == (1, 4)  # right once in 4 real tokens; padding never counts
+
+
+def test_a_tagger_learns_and_is_exact_through_the_cli(pos_dir, tmp_path):
+    result = cli_in_process("tag", "train", "--data-dir", pos_dir, "--epochs", "6", "--lr", "0.02",
+                            "--device", "cpu", "--out", tmp_path / "tagger")
+    assert result.returncode == 0, result.stderr
+    shown = cli_in_process("tag", "eval", tmp_path / "tagger", "--split", "test")
+    assert shown.returncode == 0, shown.stderr
+    accuracy = float(shown.stdout.split()[-1]) if shown.stdout.split()[-1][0].isdigit() else None
+    results = __import__("json").loads((tmp_path / "tagger" / "results.json").read_text())
+    assert results["test_accuracy"] > 0.95, results
+    text = tmp_path / "text.txt"
+    text.write_text("the noun3 verb2 a adj1 noun5 .\nsome noun0 verb7 the noun11 .\n")
+    tagged = cli_in_process("tag", "predict", tmp_path / "tagger", text)
+    assert tagged.returncode == 0, tagged.stderr
+    pairs = [line.split("\t") for line in tagged.stdout.splitlines() if line.strip()]
+    assert [t for _, t in pairs[:7]] == ["DT", "NN", "VB", "DT", "JJ", "NN", "."]
+    assert accuracy is None or accuracy > 0.9
+
+
+def test_sparse_methods_and_a_sparse_embedding_work_on_the_tagger(pos_dir):
+    corpus = load_tagged_corpus(pos_dir)
+    config = tiny_config(data={"task": "tagging", "batch_size": 10},
+                         model={"hidden_sizes": [12], "embedding_size": 8, "projection_size": 6,
+                                "embedding_density": 0.5, "weight_drop": 0.2, "embedding_dropout": 0.1},
+                         optim={"name": "adam", "lr": 0.02, "clip": None}, train={"epochs": 2},
+                         sparsity={"method": "rigl", "density": 0.5, "update_every": 5})
+    trainer = Trainer(config, corpus)
+    assert isinstance(trainer.task, Tagging)
+    result = trainer.fit()
+    assert result["val_accuracy"] > 0.6
+    masking = trainer.sparsifier.masking
+    assert {"layers.0.weight_hh_l0", "layers.0.weight_hh_l0_reverse", "embedding.blocks.0"} <= set(masking.params)
+    iss = tiny_config(data={"task": "tagging", "batch_size": 10}, model={"hidden_sizes": [12], "embedding_size": 8},
+                      optim={"name": "adam", "lr": 0.02, "clip": None}, train={"epochs": 1},
+                      sparsity={"method": "iss", "target_units": [6], "target_epoch": 1})
+    grouped = Trainer(iss, corpus)
+    grouped.fit()
+    assert grouped.sparsifier.kept() == [6]
