@@ -1,0 +1,104 @@
+"""WSJ POS tagging with dense and sparse word embeddings (Demeester et al. 2018, Fig. 3 and Table 3).
+
+    python benchmarks/pos_tagging.py --data-dir ../shared/data/wsj-pos --units default
+    python benchmarks/pos_tagging.py --data-dir ../shared/data/wsj-pos --units study --study-epochs 10
+    python benchmarks/pos_tagging.py --report-only
+
+Setup: the standard split without trace tokens (wsj_{train,valid,test}.conll; the paper's files keep
+the traces, about +0.25 points). Units, appended to results/pos_tagging.json as they finish:
+
+  default-s1                 the ``pos-tagger`` preset as it ships (embedding 20, BiLSTM 10, tanh 10,
+                             Adam 1e-3, batch 20, ``--epochs`` epochs): the acceptance run (>= 95%)
+  study: for each seed and embedding density d in {0.25, 0.1}:
+    sparse-{up,none,down}-d  embeddings of 20 whose lengths follow frequency (up: frequent words long)
+    small-dense-d            dense embeddings of round(20 d) dimensions (the same trainable count)
+  and dense-1.0 (embedding 20) per seed, all for ``--study-epochs`` epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, read_result, train_run, write_result  # noqa: E402
+
+from sparsernn.config import resolve_config  # noqa: E402
+from sparsernn.data.conll import load_tagged_corpus  # noqa: E402
+
+NAME = "pos_tagging"
+
+
+def report(result: dict) -> None:
+    print(result["setup"])
+    print(f"{'unit':22s} {'seed':>4s} {'epochs':>6s} {'embedding params':>17s} {'valid':>7s} {'test':>7s}")
+    for key, u in result["units"].items():
+        print(f"{u['unit']:22s} {u['seed']:4d} {u['epochs']:6d} {u['embedding_parameters']:17,d} "
+              f"{100 * u['val_accuracy']:6.2f}% {100 * u['test_accuracy']:6.2f}%")
+    study = [u for u in result["units"].values() if u["unit"] != "default"]
+    names = sorted({u["unit"] for u in study})
+    if names:
+        print("\nmean test accuracy over seeds:")
+        for name in names:
+            tests = [u["test_accuracy"] for u in study if u["unit"] == name]
+            print(f"  {name:22s} {100 * statistics.mean(tests):6.2f}% ({len(tests)} seeds)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="../shared/data/wsj-pos")
+    parser.add_argument("--units", default="default,study")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--study-epochs", type=int, default=10)
+    parser.add_argument("--seeds", default="1,2")
+    parser.add_argument("--out", default="runs/pos_tagging")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    if args.report_only:
+        report(read_result(NAME))
+        return
+    corpus = load_tagged_corpus(args.data_dir)
+    path = RESULTS / f"{NAME}.json"
+    result = json.loads(path.read_text()) if path.is_file() else {
+        "command": "python benchmarks/pos_tagging.py " + " ".join(sys.argv[1:]),
+        "setup": "WSJ POS, standard split without trace tokens (train 00-18, valid 19-21, test 22-24)",
+        "units": {}}
+
+    def run(key: str, unit: str, seed: int, epochs: int, model: dict) -> None:
+        if key in result["units"]:
+            return
+        overrides = {"data.dir": str(Path(args.data_dir).resolve()), "train.seed": seed, "train.epochs": epochs,
+                     **{f"model.{k}": v for k, v in model.items()}}
+        config = resolve_config("pos-tagger", overrides=overrides)
+        directory = Path(args.out) / key
+        results, _ = train_run(config, corpus, directory)
+        from sparsernn.runs import load_model
+
+        trained, *_ = load_model(directory / "best.safetensors")
+        result["units"][key] = {
+            "unit": unit, "seed": seed, "epochs": epochs, "model": model, "val_accuracy": results["val_accuracy"],
+            "test_accuracy": results["test_accuracy"],
+            "embedding_parameters": sum(p.numel() for p in trained.embedding.parameters())}
+        write_result(NAME, {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")})
+        print(f"{key}: test {100 * results['test_accuracy']:.2f}%", flush=True)
+
+    units = args.units.split(",")
+    if "default" in units:
+        run("default-s1", "default", 1, args.epochs, {})
+    if "study" in units:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            run(f"dense-1.0-s{seed}", "dense-1.0", seed, args.study_epochs, {})
+            for density in (0.25, 0.1):
+                for sort in ("up", "none", "down"):
+                    run(f"sparse-{sort}-{density}-s{seed}", f"sparse-{sort}-{density}", seed, args.study_epochs,
+                        {"embedding_density": density, "embedding_sort": sort})
+                run(f"small-dense-{density}-s{seed}", f"small-dense-{density}", seed, args.study_epochs,
+                    {"embedding_size": max(1, round(20 * density))})
+    report(result)
+
+
+if __name__ == "__main__":
+    main()
