@@ -62,3 +62,24 @@ def train_run(config, corpus, directory: Path) -> tuple[dict[str, Any], list[dic
     print(f"== {directory} ==", flush=True)
     trainer = Trainer.open(directory, corpus, config, reporter=default_reporter())
     return trainer.fit(test=True), trainer.history
+
+
+def ptb_corpus(data_dir: str | None, script: str):
+    """PTB for a study script, ``(corpus, its directory)``; without PTB the script stops saying so."""
+    from sparsernn.data import load_corpus, resolve_lm_dir
+
+    corpus_dir, note = resolve_lm_dir(data_dir)
+    if note:
+        raise SystemExit(f"{script} needs PTB: {note}")
+    return load_corpus(corpus_dir), corpus_dir
+
+
+def stored_or(name: str, fresh: dict[str, Any]) -> dict[str, Any]:
+    """A study's stored result (``results/NAME.json``) to continue, or ``fresh`` when there is none."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else fresh
+
+
+def save_units(name: str, result: dict[str, Any]) -> Path:
+    """Write a study's result after a unit finishes (machine and date are stamped anew)."""
+    return write_result(name, {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")})

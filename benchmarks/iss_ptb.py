@@ -23,16 +23,14 @@ interrupted midway resumes from its run directory.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, read_result, train_run, write_result  # noqa: E402
+from _common import ptb_corpus, read_result, save_units, stored_or, train_run  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
-from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
 from sparsernn.runs import BEST, load_model  # noqa: E402
 from sparsernn.sparsity.iss import compact, removable_units, size_summary  # noqa: E402
 from sparsernn.timing import inference_seconds  # noqa: E402
@@ -105,24 +103,20 @@ def main() -> None:
     if args.report_only:
         report(read_result(NAME))
         return
-    corpus_dir, note = resolve_lm_dir(args.data_dir)
-    if note:
-        sys.exit(f"iss_ptb.py needs PTB: {note}")
-    corpus = load_corpus(corpus_dir)
+    corpus, corpus_dir = ptb_corpus(args.data_dir, "iss_ptb.py")
     targets = [float(t) for t in args.targets.split(",")]
-    path = RESULTS / f"{NAME}.json"
     base = resolve_config(PRESET, overrides={"data.dir": str(corpus_dir.resolve())})
-    result = json.loads(path.read_text()) if path.is_file() else {
+    result = stored_or(NAME, {
         "command": "python benchmarks/iss_ptb.py " + " ".join(sys.argv[1:]), "preset": PRESET,
         "scale": f"preset {PRESET}: 2x256 LSTM, dropout 0.3, {base.train.epochs} epochs of the first "
                  f"{base.data.train_tokens} PTB training tokens; fine-tuning {args.finetune_epochs} epochs",
-        "targets": targets, "units": {}}
+        "targets": targets, "units": {}})
     out = Path(args.out)
 
     def done(key: str, unit: str, seed: int, directory: Path, results: dict, **extra) -> dict:
         entry = {"unit": unit, "seed": seed, **summary(directory, results), **extra}
         result["units"][key] = entry
-        write_result(NAME, {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")})
+        save_units(NAME, result)
         print(f"{key}: valid {entry['val_ppl']:.2f} test {entry['test_ppl']:.2f} sizes {entry['hidden_sizes']}",
               flush=True)
         return entry
@@ -144,7 +138,7 @@ def main() -> None:
         small = compact(model)
         seconds = inference_seconds({"dense": dense, "compacted": small}, dense.decoder.out_features, repeats=15)
         entry["speedup"] = seconds["dense"] / seconds["compacted"]
-        write_result(NAME, {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")})
+        save_units(NAME, result)
 
     dropouts = [float(d) for d in args.dropouts.split(",")]
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -168,7 +162,7 @@ def main() -> None:
                 run(f"direct-{tag}-d{dropout:g}-s{seed}", f"direct-{tag}", seed,
                     {"model.hidden_sizes": sizes, "model.dropout": dropout}, dropout=dropout)
     result["comparison"] = comparison(result)
-    write_result(NAME, {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")})
+    save_units(NAME, result)
     report(result)
 
 

@@ -18,13 +18,12 @@ the traces, about +0.25 points). Units, appended to results/pos_tagging.json as 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, read_result, train_run, write_result  # noqa: E402
+from _common import read_result, save_units, stored_or, train_run  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data.conll import load_tagged_corpus  # noqa: E402
@@ -61,11 +60,10 @@ def main() -> None:
         report(read_result(NAME))
         return
     corpus = load_tagged_corpus(args.data_dir)
-    path = RESULTS / f"{NAME}.json"
-    result = json.loads(path.read_text()) if path.is_file() else {
+    result = stored_or(NAME, {
         "command": "python benchmarks/pos_tagging.py " + " ".join(sys.argv[1:]),
         "setup": "WSJ POS, standard split without trace tokens (train 00-18, valid 19-21, test 22-24)",
-        "units": {}}
+        "units": {}})
 
     def run(key: str, unit: str, seed: int, epochs: int, model: dict) -> None:
         if key in result["units"]:
@@ -82,7 +80,7 @@ def main() -> None:
             "unit": unit, "seed": seed, "epochs": epochs, "model": model, "val_accuracy": results["val_accuracy"],
             "test_accuracy": results["test_accuracy"],
             "embedding_parameters": sum(p.numel() for p in trained.embedding.parameters())}
-        write_result(NAME, {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")})
+        save_units(NAME, result)
         print(f"{key}: test {100 * results['test_accuracy']:.2f}%", flush=True)
 
     units = args.units.split(",")

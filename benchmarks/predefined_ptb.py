@@ -14,16 +14,14 @@ directory. The paper (full size, 500 epochs): 57.9 +- 0.3 sparse vs 58.8 +- 0.3 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, read_result, train_run, write_result  # noqa: E402
+from _common import ptb_corpus, read_result, save_units, stored_or, train_run  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
-from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
 from sparsernn.models import RNNLanguageModel, count_parameters  # noqa: E402
 
 NAME = "predefined_ptb"
@@ -52,16 +50,12 @@ def main() -> None:
     if args.report_only:
         report(read_result(NAME))
         return
-    corpus_dir, note = resolve_lm_dir(args.data_dir)
-    if note:
-        sys.exit(f"predefined_ptb.py needs PTB: {note}")
-    corpus = load_corpus(corpus_dir)
-    path = RESULTS / f"{NAME}.json"
+    corpus, corpus_dir = ptb_corpus(args.data_dir, "predefined_ptb.py")
     base = resolve_config(MODELS["dense"])
-    result = json.loads(path.read_text()) if path.is_file() else {
+    result = stored_or(NAME, {
         "command": "python benchmarks/predefined_ptb.py " + " ".join(sys.argv[1:]),
         "scale": f"presets {', '.join(MODELS.values())}: {base.train.epochs} epochs of {base.data.epoch_tokens} "
-                 "PTB tokens, NT-ASGD, no finetuning", "units": {}}
+                 "PTB tokens, NT-ASGD, no finetuning", "units": {}})
     for seed in (int(s) for s in args.seeds.split(",")):
         for model, preset in MODELS.items():
             key = f"{model}-s{seed}"
@@ -73,7 +67,7 @@ def main() -> None:
                 "model": model, "seed": seed, "preset": preset, "val_ppl": results["val_ppl"],
                 "test_ppl": results["test_ppl"], "curve": [r["val_ppl"] for r in history],
                 "parameters": count_parameters(RNNLanguageModel(config.model, len(corpus.vocab)))}
-            write_result(NAME, {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")})
+            save_units(NAME, result)
             print(f"{key}: test {results['test_ppl']:.2f}", flush=True)
     report(result)
 

@@ -14,15 +14,13 @@ results/rhn_ptb.png.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, read_result, train_run, write_result  # noqa: E402
+from _common import RESULTS, ptb_corpus, read_result, save_units, stored_or, train_run  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
-from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
 from sparsernn.dynamics import lyapunov_spectrum, validation_sequences  # noqa: E402
 from sparsernn.runs import BEST, load_model  # noqa: E402
 from sparsernn.sparsity.iss import compact, size_summary  # noqa: E402
@@ -54,15 +52,11 @@ def main() -> None:
     if args.report_only:
         report(read_result(NAME))
         return
-    corpus_dir, note = resolve_lm_dir(args.data_dir)
-    if note:
-        sys.exit(f"rhn_ptb.py needs PTB: {note}")
-    corpus = load_corpus(corpus_dir)
-    path = RESULTS / f"{NAME}.json"
-    result = json.loads(path.read_text()) if path.is_file() else {
+    corpus, corpus_dir = ptb_corpus(args.data_dir, "rhn_ptb.py")
+    result = stored_or(NAME, {
         "command": "python benchmarks/rhn_ptb.py " + " ".join(sys.argv[1:]),
         "scale": f"rhn-cpu (depth 10, width 200, tied): {args.epochs} epochs of {args.epoch_tokens} PTB tokens",
-        "units": {}}
+        "units": {}})
     common = {"data.dir": str(corpus_dir.resolve()), "train.epochs": args.epochs,
               "data.epoch_tokens": args.epoch_tokens, "optim.decay_start_epoch": 3}
     runs = {"dense": {}, "iss": {"sparsity.method": "iss", "sparsity.target_units": [args.target_units]}}
@@ -86,7 +80,7 @@ def main() -> None:
         spectrum = lyapunov_spectrum(model, sequences, k=32)
         entry["spectrum"] = [float(v) for v in spectrum.exponents]
         result["units"][name] = entry
-        write_result(NAME, {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")})
+        save_units(NAME, result)
         print(f"{name}: done", flush=True)
     from sparsernn.plots import pyplot, save_figure
 

@@ -66,8 +66,7 @@ def test_a_tagger_learns_and_is_exact_through_the_cli(pos_dir, tmp_path):
                             "--device", "cpu", "--out", tmp_path / "tagger")
     assert result.returncode == 0, result.stderr
     shown = cli_in_process("tag", "eval", tmp_path / "tagger", "--split", "test")
-    assert shown.returncode == 0, shown.stderr
-    accuracy = float(shown.stdout.split()[-1]) if shown.stdout.split()[-1][0].isdigit() else None
+    assert shown.returncode == 0 and "accuracy" in shown.stdout, shown.stderr
     results = __import__("json").loads((tmp_path / "tagger" / "results.json").read_text())
     assert results["test_accuracy"] > 0.95, results
     text = tmp_path / "text.txt"
@@ -76,7 +75,6 @@ def test_a_tagger_learns_and_is_exact_through_the_cli(pos_dir, tmp_path):
     assert tagged.returncode == 0, tagged.stderr
     pairs = [line.split("\t") for line in tagged.stdout.splitlines() if line.strip()]
     assert [t for _, t in pairs[:7]] == ["DT", "NN", "VB", "DT", "JJ", "NN", "."]
-    assert accuracy is None or accuracy > 0.9
 
 
 def test_sparse_methods_and_a_sparse_embedding_work_on_the_tagger(pos_dir):

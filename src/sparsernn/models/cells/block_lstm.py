@@ -93,7 +93,7 @@ def match_gamma(dense_input: int, dense_hidden: int, sparse_input: int, sparse_h
         raise ValueError(f"even a one-input window makes the block-sparse layer larger than the dense one "
                          f"({sparse_hidden} units in {segments} segments)")
     if excess(highest) < 0:
-        raise ValueError(f"the block-sparse layer is smaller than the dense one even with gamma 1: widen it")
+        raise ValueError("the block-sparse layer is smaller than the dense one even with gamma 1: widen it")
     root = brentq(excess, lowest, highest)
     best = min((max(1, int(root * sparse_input) + d) for d in (0, 1)),
                key=lambda w: abs(block_parameters(sparse_input, sparse_hidden, segments, w / sparse_input) - target))
