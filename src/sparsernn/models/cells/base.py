@@ -15,15 +15,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import nn
 
 from sparsernn.registry import Registry
-
-if TYPE_CHECKING:
-    from sparsernn.config import ModelConfig
 
 # Per-layer recurrent state as PyTorch's modules take it: (h, c) for an LSTM, h otherwise;
 # each tensor is (directions, batch, hidden).
@@ -77,9 +74,10 @@ class Cell(ABC):
 
     @abstractmethod
     def module(self, input_size: int, hidden_size: int, bidirectional: bool = False,
-               config: ModelConfig | None = None, layer: int = 0) -> nn.Module:
+               config: Any = None, layer: int = 0) -> nn.Module:
         """A one-layer module running this cell over a sequence: ``(T, B, I), state -> (T, B, D*H), state``;
-        ``config`` carries the cell's options (``options``), some per layer (``layer``)."""
+        ``config`` (the run's ModelConfig; the cell registry imports nothing of ours) carries the cell's
+        options (``options``), some per layer (``layer``)."""
 
     def parameter_roles(self, module: nn.Module) -> dict[str, str]:
         """``{parameter name: "input" | "recurrent" | "bias"}`` of one layer's module."""
