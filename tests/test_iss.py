@@ -124,7 +124,7 @@ def test_compacted_checkpoint_loads_into_plain_pytorch_modules(tmp_path):
 def test_group_lasso_gradient_equals_autograd_of_the_regulariser():
     torch.manual_seed(4)
     model = RNNLanguageModel(ModelConfig(hidden_sizes=[6, 5], embedding_size=4), 9).double()
-    lasso = GroupLasso([0.3, 0.7])
+    lasso = GroupLasso([0.3, 0.7], update="subgradient")
     lasso.attach(model, torch.optim.SGD(model.parameters(), lr=0.1))
     for p in model.parameters():
         p.grad = torch.zeros_like(p)

@@ -414,7 +414,7 @@ def _print_results(values: dict[str, float], title: str, metric: str = "perplexi
     table.add_column("split")
     table.add_column(metric, justify="right")
     for split, value in values.items():
-        table.add_row(split, f"{value:.2f}")
+        table.add_row(split, f"{value:.2%}" if metric == "accuracy" else f"{value:.2f}")
     out.print(table)
 
 
@@ -566,7 +566,7 @@ def compact(
     if timing:
         from sparsernn.timing import inference_seconds
 
-        timed = inference_seconds({"before": model, "after": small}, model.decoder.out_features)
+        timed = inference_seconds({"before": model, "after": small}, model.vocab_size)
     table = Table(title=f"compacted {path} -> {out_path}")
     for column in ("", "hidden sizes", "parameters", "mult-adds / token", *(["inference (measured)"] if timed else [])):
         table.add_column(column, justify="right")

@@ -54,7 +54,7 @@ def read_conll(path: str | Path) -> list[Sentence]:
 @dataclass
 class TaggedCorpus:
     """Word and tag vocabularies from the training split (word ids 0 and 1 are padding and unknown;
-    the rest by training frequency) and each split as a list of ``(word ids, tag ids)`` tensors."""
+    the rest, words seen at least twice, by training frequency) and each split as a list of ``(word ids, tag ids)`` tensors."""
 
     directory: Path
     words: tuple[str, ...]
@@ -90,7 +90,9 @@ def load_tagged_corpus(directory: str | Path) -> TaggedCorpus:
         raise DataError(f"{directory}: not a directory of CoNLL files")
     raw = {split: read_conll(split_file(directory, split)) for split in SPLIT_FILES}
     counts = Counter(token for tokens, _ in raw["train"] for token in tokens)
-    words = (PAD, UNK, *sorted(counts, key=lambda w: -counts[w]))
+    # words seen once in training are read as <unk> there, so the unknown-word embedding is trained
+    # (and is what unseen words in valid, test and tagged text get)
+    words = (PAD, UNK, *sorted((w for w in counts if counts[w] > 1), key=lambda w: -counts[w]))
     tags = tuple(sorted({tag for _, tags in raw["train"] for tag in tags}))
     word_ids = {w: i for i, w in enumerate(words)}
     tag_ids = {t: i for i, t in enumerate(tags)}

@@ -40,9 +40,9 @@ class RNNLanguageModel(nn.Module):
         if config.init_range is not None:
             for param in self.parameters():
                 nn.init.uniform_(param, -config.init_range, config.init_range)
-            for layer in self.layers:  # gate biases a cell sets on purpose (an RHN's transform gate)
-                if hasattr(layer, "initialize_biases"):
-                    layer.initialize_biases()
+            for layer in self.layers:  # what a layer sets on purpose: an RHN's transform-gate bias, block masks
+                if hasattr(layer, "finish_init"):
+                    layer.finish_init()
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
 

@@ -132,7 +132,7 @@ class GroupLasso:
     """
 
     def __init__(self, lambdas: float | list[float], threshold: float = 1e-4, biases: bool = False,
-                 mode: str = "group", update: str = "subgradient", targets: list[int] | None = None,
+                 mode: str = "group", update: str = "proximal", targets: list[int] | None = None,
                  target_ratio: float | None = None, end_step: int | None = None) -> None:
         if update not in ("proximal", "subgradient"):
             raise ValueError(f"lasso update must be proximal or subgradient, got {update!r}")

@@ -79,7 +79,8 @@ class LanguageModelling(Task):
     def build_model(self, config: ModelConfig) -> RNNLanguageModel:
         ranks = None
         if config.embedding_density < 1.0:  # embedding lengths follow the training frequencies
-            frequencies = torch.bincount(self.corpus.train, minlength=len(self.corpus.vocab))
+            train = self.corpus.train[: self.data.train_tokens]  # the text it trains on (None: all)
+            frequencies = torch.bincount(train, minlength=len(self.corpus.vocab))
             ranks = word_ranks(frequencies, config.embedding_sort, seed=0)
         return RNNLanguageModel(config, len(self.corpus.vocab), ranks)
 

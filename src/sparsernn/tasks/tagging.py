@@ -11,7 +11,7 @@ from torch import nn
 
 from sparsernn.config import ModelConfig, RunConfig
 from sparsernn.data.conll import TaggedCorpus, pad_batch
-from sparsernn.errors import CheckpointError
+from sparsernn.errors import CheckpointError, ConfigError
 from sparsernn.models.embedding import word_ranks
 from sparsernn.models.tagger import SequenceTagger
 from sparsernn.tasks.base import TASKS, Metric, Task
@@ -49,6 +49,8 @@ class Tagging(Task):
         return steps
 
     def build_model(self, config: ModelConfig) -> SequenceTagger:
+        if config.tie_weights:
+            raise ConfigError("model.tie_weights: a tagger's decoder reads tags, not words; it has nothing to tie")
         ranks = None
         if config.embedding_density < 1.0:
             ranks = word_ranks(self.corpus.frequencies(), config.embedding_sort, seed=0)

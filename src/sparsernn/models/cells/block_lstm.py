@@ -95,7 +95,7 @@ def match_gamma(dense_input: int, dense_hidden: int, sparse_input: int, sparse_h
     if excess(highest) < 0:
         raise ValueError("the block-sparse layer is smaller than the dense one even with gamma 1: widen it")
     root = brentq(excess, lowest, highest)
-    best = min((max(1, int(root * sparse_input) + d) for d in (0, 1)),
+    best = min((min(sparse_input, max(1, int(root * sparse_input) + d)) for d in (0, 1)),
                key=lambda w: abs(block_parameters(sparse_input, sparse_hidden, segments, w / sparse_input) - target))
     gamma = best / sparse_input
     return gamma, block_parameters(sparse_input, sparse_hidden, segments, gamma) - target
@@ -172,6 +172,13 @@ class MaskedBlockLSTM(nn.Module):
         with torch.no_grad():
             self.lstm.weight_ih_l0.mul_(ih)
             self.lstm.weight_hh_l0.mul_(hh)
+
+    @torch.no_grad()
+    def finish_init(self) -> None:
+        """Zero the weights outside the blocks again after a model's own initialisation, so that the
+        stored weights, their density and plots show the structure."""
+        self.lstm.weight_ih_l0.mul_(self.block_ih)
+        self.lstm.weight_hh_l0.mul_(self.block_hh)
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         weights = {"weight_ih_l0": self.lstm.weight_ih_l0 * self.block_ih,

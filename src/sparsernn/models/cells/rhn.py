@@ -147,10 +147,10 @@ class RecurrentHighway(nn.Module):
         bound = hidden_size ** -0.5
         for param in self.parameters():
             nn.init.uniform_(param, -bound, bound)
-        self.initialize_biases()
+        self.finish_init()
 
     @torch.no_grad()
-    def initialize_biases(self) -> None:
+    def finish_init(self) -> None:
         """The transform gate starts biased towards carrying the state (Zilly et al.: -2 or -4); a model
         calls this again after its own uniform initialisation."""
         for layer in range(self.depth):
