@@ -23,6 +23,7 @@ from sparsernn.sparsity.lasso import GroupLasso, group_soft_threshold, scheduled
 from sparsernn.train import Trainer
 
 from conftest import cli_in_process, tiny_config, train_until_interrupted
+from test_iss import remove_units
 
 
 def lm(hidden, embedding=None, tie=False, seed=0, vocab=13):
@@ -163,11 +164,7 @@ def test_tied_weight_components_take_the_embedding_column_and_compaction_is_exac
     assert "decoder.weight" not in masks  # the same tensor as the embedding, counted once
     gen = torch.Generator().manual_seed(1)
     removed = [torch.randperm(h, generator=gen)[: h // 3].tolist() for h in hidden]
-    with torch.no_grad():
-        for layer, units in enumerate(removed):
-            for unit in units:
-                for name, mask in component_masks(model, layer, unit).items():
-                    model.get_parameter(name)[mask] = 0.0
+    remove_units(model, removed)
     assert [int(z.sum()) for z in removable_units(model)] == [len(r) for r in removed]
     small = compact(model).eval()
     assert small.decoder.weight is small.embedding.weight and small.embedding_size == small.hidden_sizes[-1]

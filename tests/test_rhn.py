@@ -16,6 +16,7 @@ from sparsernn.sparsity.iss import compact, component_masks, removable_units, un
 from sparsernn.train import Trainer
 
 from conftest import tiny_config, train_until_interrupted
+from test_iss import remove_units
 from test_sparsity_training import assert_masked_zero, check_after_every_step
 
 
@@ -68,11 +69,7 @@ def test_zeroed_rhn_groups_compact_to_the_same_model(cell, tie):
     model = rhn_lm(cell, hidden=(10, 8), embedding=8 if tie else 7, tie=tie).eval()
     gen = torch.Generator().manual_seed(3)
     removed = [torch.randperm(h, generator=gen)[: h // 3].tolist() for h in (10, 8)]
-    with torch.no_grad():
-        for layer, units in enumerate(removed):
-            for unit in units:
-                for name, mask in component_masks(model, layer, unit).items():
-                    model.get_parameter(name)[mask] = 0.0
+    remove_units(model, removed)
     assert [int(z.sum()) for z in removable_units(model)] == [len(r) for r in removed]
     small = compact(model).eval()
     assert small.hidden_sizes == [10 - 3, 8 - 2] and small.layers[0].depth == 3
