@@ -89,6 +89,9 @@ def test_run_killed_mid_epoch_resumes_to_the_same_perplexity(synthetic_dir, tmp_
     evaluated = run_cli("eval", str(run))
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"{ours[-1]['test_ppl']:.2f}" in evaluated.stdout and f"{ours[-1]['val_ppl']:.2f}" in evaluated.stdout
+    assert f"{ours[-1]['val_accuracy']:.2%}" in evaluated.stdout  # next-word accuracy beside perplexity
+    recited = run_cli("eval", str(run), "--split", "train")  # memorisation: the text it trained on
+    assert recited.returncode == 0 and "train" in recited.stdout and "%" in recited.stdout, recited.stderr
     assert "--resume" in one_line_error(run_cli(*args, "--out", str(run)))
     # a finished run says so; a resume may not change what the run computes
     again = run_cli("train", "--resume", str(run))

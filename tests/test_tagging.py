@@ -65,8 +65,8 @@ def test_a_tagger_learns_and_is_exact_through_the_cli(pos_dir, tmp_path):
     result = cli_in_process("tag", "train", "--data-dir", pos_dir, "--epochs", "6", "--lr", "0.02",
                             "--device", "cpu", "--out", tmp_path / "tagger")
     assert result.returncode == 0, result.stderr
-    shown = cli_in_process("tag", "eval", tmp_path / "tagger", "--split", "test")
-    assert shown.returncode == 0 and "accuracy" in shown.stdout, shown.stderr
+    shown = cli_in_process("tag", "eval", tmp_path / "tagger", "--split", "test", "--split", "train")
+    assert shown.returncode == 0 and "accuracy" in shown.stdout and "train" in shown.stdout, shown.stderr
     results = __import__("json").loads((tmp_path / "tagger" / "results.json").read_text())
     assert results["test_accuracy"] > 0.95, results
     text = tmp_path / "text.txt"
@@ -75,6 +75,25 @@ def test_a_tagger_learns_and_is_exact_through_the_cli(pos_dir, tmp_path):
     assert tagged.returncode == 0, tagged.stderr
     pairs = [line.split("\t") for line in tagged.stdout.splitlines() if line.strip()]
     assert [t for _, t in pairs[:7]] == ["DT", "NN", "VB", "DT", "JJ", "NN", "."]
+
+
+def test_train_tokens_caps_the_tagger_to_the_first_sentences_and_train_scores_them(pos_dir):
+    corpus = load_tagged_corpus(pos_dir)
+    lengths = [len(w) for w, _ in corpus.train]
+    cap = sum(lengths[:25]) + 1  # not enough for the 26th sentence
+    config = tiny_config(data={"task": "tagging", "batch_size": 10, "train_tokens": cap},
+                         model={"hidden_sizes": [8], "embedding_size": 6})
+    task = Tagging(config, corpus)
+    assert len(task.train) == 25 and task.steps_per_epoch == 3
+    assert task.frequencies().sum() == sum(lengths[:25])
+    torch.manual_seed(0)
+    model = task.build_model(config.model)
+    words, tags, lengths25 = pad_batch(task.train, PAD_TAG)
+    with torch.inference_mode():
+        right, real = accuracy_counts(model(words, lengths25), tags)
+    assert task.evaluate(model, "train")["accuracy"] == pytest.approx(right / real)
+    seen = {i for step in range(task.steps_per_epoch) for i in task._epoch_order(1)[step * 10:][:10].tolist()}
+    assert seen == set(range(25))
 
 
 def test_sparse_methods_and_a_sparse_embedding_work_on_the_tagger(pos_dir):

@@ -28,6 +28,26 @@ def test_uniform_logits_score_perplexity_equal_to_vocabulary_size(synthetic_corp
     assert math.exp(loss) == pytest.approx(len(synthetic_corpus.vocab), rel=1e-6)  # float32 log-softmax
 
 
+def test_next_word_accuracy_counts_argmax_hits_and_train_means_the_text_it_trains_on(synthetic_corpus):
+    from sparsernn.tasks.lm import LanguageModelling, evaluate_counts
+
+    config = tiny_config(data={"train_tokens": 300})
+    torch.manual_seed(0)
+    model = RNNLanguageModel(config.model, len(synthetic_corpus.vocab))
+    task = LanguageModelling(config, synthetic_corpus)
+    batched = task.split_data("train")
+    assert batched.numel() == 300 // config.data.eval_batch_size * config.data.eval_batch_size
+    assert torch.equal(batched.t().reshape(-1), synthetic_corpus.train[: batched.numel()])
+    hits = tokens = 0
+    with torch.inference_mode():  # the whole stream at once: the same state carried window to window
+        logits, _ = model(batched[:-1], model.init_state(batched.size(1)))
+        hits, tokens = int((logits.argmax(-1) == batched[1:]).sum()), batched[1:].numel()
+    loss, accuracy = evaluate_counts(model, batched, config.data.bptt)
+    assert accuracy == pytest.approx(hits / tokens, abs=1e-12) and 0 < hits < tokens
+    metrics = task.evaluate(model, "train")
+    assert metrics["accuracy"] == accuracy and metrics["loss"] == pytest.approx(loss)
+
+
 def test_loss_falls_on_a_small_synthetic_corpus(synthetic_corpus):
     trainer = Trainer(tiny_config(train={"epochs": 3}), synthetic_corpus)
     before = trainer.evaluate_split("valid")["ppl"]

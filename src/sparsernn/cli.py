@@ -409,12 +409,16 @@ _hyperprune.__annotations__ = {p.name: p.annotation for p in _hyperprune.__signa
 app.command("hyperprune")(_hyperprune)
 
 
-def _print_results(values: dict[str, float], title: str, metric: str = "perplexity") -> None:
+def _print_results(values: dict[str, dict[str, float] | float], title: str, metric: str = "perplexity") -> None:
+    """A table of split -> metrics; a split's value is one number (``metric``) or named metrics."""
+    rows = {split: v if isinstance(v, dict) else {metric: v} for split, v in values.items()}
+    names = list(dict.fromkeys(name for metrics in rows.values() for name in metrics))
     table = Table(title=title)
     table.add_column("split")
-    table.add_column(metric, justify="right")
-    for split, value in values.items():
-        table.add_row(split, f"{value:.2%}" if metric == "accuracy" else f"{value:.2f}")
+    for name in names:
+        table.add_column({"ppl": "perplexity"}.get(name, name), justify="right")
+    for split, metrics in rows.items():
+        table.add_row(split, *(f"{metrics[n]:.2%}" if n == "accuracy" else f"{metrics[n]:.2f}" for n in names))
     out.print(table)
 
 
@@ -446,22 +450,28 @@ def _model_and_task(ckpt: Path, data_dir: str | None, device, corpora: dict | No
 def eval_(
     ckpt: Annotated[Path, typer.Argument(help="checkpoint (.safetensors) or run directory (uses best)")],
     data_dir: Annotated[Optional[str], typer.Option(help="corpus directory [default: the one it trained on]")] = None,
-    split: Annotated[list[str], typer.Option(help="valid and/or test")] = ["valid", "test"],  # noqa: B006
+    split: Annotated[list[str], typer.Option(help="valid, test and/or train (the text it trained on: "
+                                             "memorisation)")] = ["valid", "test"],  # noqa: B006
     batch_size: Annotated[Optional[int], typer.Option(help="streams [default: the run's eval batch size]")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
 ) -> None:
-    """The primary metric (perplexity for language models) of a trained checkpoint on valid/test."""
+    """A trained checkpoint's metrics on valid/test/train: perplexity and next-word accuracy (argmax) for
+    language models, token accuracy for taggers."""
     from sparsernn.train import resolve_device
 
     for name in split:
-        if name not in ("valid", "test"):
-            raise SparsernnError(f"--split: expected valid or test, got {name!r}")
+        if name not in ("valid", "test", "train"):
+            raise SparsernnError(f"--split: expected valid, test or train, got {name!r}")
     if batch_size is not None and batch_size < 1:
         raise SparsernnError(f"--batch-size: expected a positive number, got {batch_size}")
     dev = resolve_device(device)
     path, model, _, task = _model_and_task(ckpt, data_dir, dev, eval_batch_size=batch_size)
     primary = task.primary.name
-    _print_results({name: task.evaluate(model, name)[primary] for name in split}, str(path), primary)
+    results = {}
+    for name in split:
+        metrics = task.evaluate(model, name)
+        results[name] = {primary: metrics[primary], **{k: v for k, v in metrics.items() if k not in ("loss", primary)}}
+    _print_results(results, str(path), primary)
 
 
 @app.command()
@@ -591,10 +601,10 @@ def compact(
 def tag_eval(
     ckpt: Annotated[Path, typer.Argument(help="tagger checkpoint or run directory (uses best)")],
     data_dir: Annotated[Optional[str], typer.Option(help="CoNLL directory [default: the one it trained on]")] = None,
-    split: Annotated[list[str], typer.Option(help="valid and/or test")] = ["valid", "test"],  # noqa: B006
+    split: Annotated[list[str], typer.Option(help="valid, test and/or train")] = ["valid", "test"],  # noqa: B006
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
 ) -> None:
-    """Token accuracy of a trained tagger on valid/test (padding excluded)."""
+    """Token accuracy of a trained tagger on valid/test/train (padding excluded)."""
     eval_(ckpt, data_dir=data_dir, split=split, batch_size=None, device=device)
 
 

@@ -41,7 +41,8 @@ class DataConfig(_Section):
         None, gt=0, description="cap on training tokens per epoch (successive epochs take successive slices)"
     )
     train_tokens: int | None = Field(
-        None, gt=0, description="train on the first N tokens of the training split only (scaled studies in which "
+        None, gt=0, description="train on the first N tokens of the training split only (tagging: the first "
+        "sentences holding N tokens; for scaled studies in which "
         "a model sees the same text many times, so that it can overfit and regularisation matters)")
 
 

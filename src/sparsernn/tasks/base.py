@@ -74,7 +74,8 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        """Named metrics of ``model`` on ``split`` ("valid" or "test"), "loss" and the primary among them."""
+        """Named metrics of ``model`` on ``split`` ("valid", "test", or "train": the text it trains on), "loss"
+        and the primary among them."""
 
     @abstractmethod
     def lyapunov_inputs(self, samples: int, steps: int) -> torch.Tensor:

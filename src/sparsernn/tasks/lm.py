@@ -20,11 +20,13 @@ from sparsernn.models.lm import RNNLanguageModel, detach_state
 from sparsernn.tasks.base import TASKS, Metric, Task
 
 
-def evaluate(model: nn.Module, batched: torch.Tensor, bptt: int) -> float:
-    """Mean negative log-likelihood per token (nats) over a batchified split, state carried across windows."""
+def evaluate_counts(model: nn.Module, batched: torch.Tensor, bptt: int) -> tuple[float, float]:
+    """``(mean negative log-likelihood per token in nats, next-token accuracy by argmax)`` over a
+    batchified split, state carried across windows."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=batched.device)
+    correct = torch.zeros((), dtype=torch.int64, device=batched.device)
     tokens = 0
     with torch.inference_mode():
         state = model.init_state(batched.size(1))
@@ -34,9 +36,15 @@ def evaluate(model: nn.Module, batched: torch.Tensor, bptt: int) -> float:
             total += nn.functional.cross_entropy(
                 logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
             ).double()
+            correct += (logits.argmax(-1) == targets).sum()
             tokens += targets.numel()
     model.train(was_training)
-    return total.item() / tokens
+    return total.item() / tokens, correct.item() / tokens
+
+
+def evaluate(model: nn.Module, batched: torch.Tensor, bptt: int) -> float:
+    """Mean negative log-likelihood per token (nats) over a batchified split, state carried across windows."""
+    return evaluate_counts(model, batched, bptt)[0]
 
 
 def perplexity(loss: float) -> float:
@@ -105,8 +113,12 @@ class LanguageModelling(Task):
     def loss_metrics(self, loss: float) -> dict[str, float]:
         return {"ppl": perplexity(loss)}
 
+    def split_tokens(self, split: str) -> torch.Tensor:
+        """A split's token stream; "train" is the text the model trains on (``data.train_tokens``)."""
+        return self.corpus.train[: self.data.train_tokens] if split == "train" else self.corpus.split(split)
+
     def check_split(self, split: str) -> None:
-        tokens = self.corpus.split(split).numel()
+        tokens = self.split_tokens(split).numel()
         if tokens // self.data.eval_batch_size < 2:
             raise DataError(f"{self.corpus.directory}: the {split} split has {tokens} tokens, too few for "
                             f"{self.data.eval_batch_size} evaluation streams (data.eval_batch_size)")
@@ -120,12 +132,13 @@ class LanguageModelling(Task):
 
     def split_data(self, split: str) -> torch.Tensor:
         if split not in self._eval_data:
-            self._eval_data[split] = batchify(self.corpus.split(split), self.data.eval_batch_size).to(self.device)
+            self._eval_data[split] = batchify(self.split_tokens(split), self.data.eval_batch_size).to(self.device)
         return self._eval_data[split]
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        loss = evaluate(model, self.split_data(split), self.data.bptt)
-        return {"loss": loss, "ppl": perplexity(loss)}
+        # accuracy: next-token prediction by argmax; on "train" it measures memorisation ("learning to recite")
+        loss, accuracy = evaluate_counts(model, self.split_data(split), self.data.bptt)
+        return {"loss": loss, "ppl": perplexity(loss), "accuracy": accuracy}
 
     def lyapunov_inputs(self, samples: int, steps: int) -> torch.Tensor:
         return validation_sequences(self.corpus.valid, samples, steps)

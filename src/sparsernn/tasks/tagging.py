@@ -39,12 +39,16 @@ class Tagging(Task):
         self.seed = config.train.seed
         self.device = torch.device(device)
         self._order: tuple[int, torch.Tensor] | None = None
+        self.train = corpus.train
+        if self.data.train_tokens is not None:  # the first sentences holding that many tokens
+            lengths = torch.tensor([len(w) for w, _ in corpus.train]).cumsum(0)
+            self.train = corpus.train[: max(1, int((lengths <= self.data.train_tokens).sum()))]
 
     @property
     def steps_per_epoch(self) -> int:
-        steps = math.ceil(len(self.corpus.train) / self.data.batch_size)
+        steps = math.ceil(len(self.train) / self.data.batch_size)
         if self.data.epoch_tokens is not None:  # a cap, in sentences' worth of batches
-            tokens = sum(len(w) for w, _ in self.corpus.train)
+            tokens = sum(len(w) for w, _ in self.train)
             steps = min(steps, max(1, math.ceil(steps * self.data.epoch_tokens / tokens)))
         return steps
 
@@ -53,8 +57,12 @@ class Tagging(Task):
             raise ConfigError("model.tie_weights: a tagger's decoder reads tags, not words; it has nothing to tie")
         ranks = None
         if config.embedding_density < 1.0:
-            ranks = word_ranks(self.corpus.frequencies(), config.embedding_sort, seed=0)
+            ranks = word_ranks(self.frequencies(), config.embedding_sort, seed=0)
         return SequenceTagger(config, len(self.corpus.words), len(self.corpus.tags), ranks)
+
+    def frequencies(self) -> torch.Tensor:
+        """How often each word id occurs in the sentences the model trains on."""
+        return torch.bincount(torch.cat([w for w, _ in self.train]), minlength=len(self.corpus.words))
 
     @classmethod
     def model_from_meta(cls, config: ModelConfig, meta: dict[str, Any]) -> SequenceTagger:
@@ -63,14 +71,14 @@ class Tagging(Task):
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         if self._order is None or self._order[0] != epoch:
             generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._order = (epoch, torch.randperm(len(self.corpus.train), generator=generator))
+            self._order = (epoch, torch.randperm(len(self.train), generator=generator))
         return self._order[1]
 
     def training_loss(self, model: nn.Module, epoch: int, step: int) -> tuple[torch.Tensor, int]:
         order = self._epoch_order(epoch)
         size = self.data.batch_size
         chosen = order[(step * size) % len(order):][:size].tolist()
-        words, tags, lengths = pad_batch([self.corpus.train[i] for i in chosen], PAD_TAG)
+        words, tags, lengths = pad_batch([self.train[i] for i in chosen], PAD_TAG)
         logits = model(words.to(self.device), lengths)
         tags = tags.to(self.device)
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tags.reshape(-1),
@@ -80,7 +88,7 @@ class Tagging(Task):
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         was_training = model.training
         model.eval()
-        sentences = self.corpus.split(split)
+        sentences = self.train if split == "train" else self.corpus.split(split)
         correct = counted = 0
         total_loss = 0.0
         size = self.data.eval_batch_size * 10  # whole sentences: larger batches are cheap here
@@ -114,8 +122,8 @@ class Tagging(Task):
                                   f"{self.corpus.directory} (trained on other data?)")
 
     def describe(self) -> str:
-        tokens = sum(len(w) for w, _ in self.corpus.train)
-        return (f"tagging {self.corpus.directory}: {len(self.corpus.train):,} training sentences ({tokens:,} "
+        tokens = sum(len(w) for w, _ in self.train)
+        return (f"tagging {self.corpus.directory}: {len(self.train):,} training sentences ({tokens:,} "
                 f"tokens), {len(self.corpus.words):,} words, {len(self.corpus.tags)} tags")
 
 
