@@ -116,7 +116,7 @@ def main() -> None:
             from sparsernn.tasks import build_task
 
             model, cfg, _, _ = load_model(out / unit)
-            test = build_task(cfg, corpus_for(cfg.data.dir)).evaluate(model, "test")
+            test = build_task(cfg, corpus_for(cfg)).evaluate(model, "test")
             result["units"][unit] = {"test_ppl": test["ppl"], "best_val_ppl": min(progress.val_ppl.values()),
                                      "compute_seconds": progress.train_seconds, "epochs": progress.epochs_trained}
         else:

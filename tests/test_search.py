@@ -141,7 +141,7 @@ def test_a_diverging_candidate_is_failed_and_the_test_split_is_read_once_at_the_
 
     plain = load_corpus(synthetic_dir)
     counting = CountingCorpus(plain.directory, plain.vocab, plain.train, plain.valid, plain.test)
-    monkeypatch.setitem(executor_module.CORPORA, str(synthetic_dir), counting)
+    monkeypatch.setitem(executor_module.CORPORA, ("lm", str(synthetic_dir)), counting)
     TEST_READS.clear()
     space = {"density": 0.4, "choices": {"method": ["set", "static"], "optim.lr": [10.0, 1.0e38]},
              "fixed": {"optim.clip": None}}  # lr 1e38 unclipped: the loss is inf within ten steps

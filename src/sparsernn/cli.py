@@ -299,27 +299,38 @@ SEARCH_OPTION_FIELDS = {f"--{name.replace('_', '-')}": name for name in
                          "samples", "steps", "seed", "workers")}
 
 
-def _search_settings(fields: dict[str, Any]):
-    """SearchSettings from the options given; a bad value is one line naming its option."""
+# hyperprune option -> the ExecutorSettings field it sets (where candidates train; allowed with --resume)
+EXECUTOR_OPTION_FIELDS = {f"--{name.replace('_', '-')}": name for name in
+                          ("executor", "address", "cpus_per_candidate", "gpus_per_candidate", "retries")}
+
+
+def _settings_from_options(model, options: dict[str, str], fields: dict[str, Any]):
+    """``model`` (a pydantic settings class) from the options given; a bad value is one line naming its option."""
     import yaml
     from pydantic import ValidationError
 
-    from sparsernn.search import SearchSettings
-
     values = {}
-    for option, name in SEARCH_OPTION_FIELDS.items():
+    for option, name in options.items():
         text = fields[name]
         if text is not None:
-            values[name] = None if (name == "k" and text == "all") else yaml.safe_load(text)
+            values[name] = None if (name == "k" and text == "all") else \
+                text if name == "address" else yaml.safe_load(text)
     try:
-        return SearchSettings(**values)
+        return model(**values)
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0]) if error["loc"] else ""
-        option = next((o for o, n in SEARCH_OPTION_FIELDS.items() if n == name), name)
+        option = next((o for o, n in options.items() if n == name), name)
         message = error["msg"].removeprefix("Value error, ")
         raise SparsernnError(f"{option + ': ' if option else ''}{message}"
                              + (f" (got {error.get('input')!r})" if option else "")) from None
+
+
+def _search_settings(fields: dict[str, Any]):
+    """SearchSettings from the options given; a bad value is one line naming its option."""
+    from sparsernn.search import SearchSettings
+
+    return _settings_from_options(SearchSettings, SEARCH_OPTION_FIELDS, fields)
 
 
 def _hyperprune(
@@ -351,12 +362,15 @@ def _hyperprune(
     from sparsernn.data import resolve_lm_dir
     from sparsernn.progress import default_reporter
     from sparsernn.search import Search, load_space
+    from sparsernn.search.cluster import ExecutorSettings, make_executor
 
     reporter = default_reporter()
+    placement = _settings_from_options(ExecutorSettings, EXECUTOR_OPTION_FIELDS, fields)
     if resume is not None:
         if any(v is not None for v in (preset, config, set_, data_dir, epochs, out_dir)) or \
                 any(fields[name] is not None for name in SEARCH_OPTION_FIELDS.values()) or space != "demo":
-            raise SparsernnError("--resume continues the search as it was defined; give no other option")
+            raise SparsernnError("--resume continues the search as it was defined; give no other option than "
+                                 "--storage and where candidates train (" + ", ".join(EXECUTOR_OPTION_FIELDS) + ")")
         search = Search.resume(resume, storage=storage, reporter=reporter)
     else:
         settings = _search_settings(fields)
@@ -365,7 +379,13 @@ def _hyperprune(
         if epochs is not None:
             overrides["train.epochs"] = epochs
         base = resolve_config(preset or ("hyperprune-demo" if config is None else None), config, overrides)
-        corpus_dir, note = resolve_lm_dir(data_dir or base.data.dir)
+        if base.data.task == "tagging":  # a tagger's search: its CoNLL directory
+            from sparsernn.tasks import load_data
+
+            base.data.dir = data_dir or base.data.dir
+            corpus_dir, note = load_data(base)[1], None
+        else:
+            corpus_dir, note = resolve_lm_dir(data_dir or base.data.dir)
         if note:
             reporter.message(f"[yellow]note:[/] {note}")
         base.data.dir = str(corpus_dir.resolve())
@@ -375,6 +395,8 @@ def _hyperprune(
         reporter.message(f"hyperprune: {len(search_space.grid()) if settings.sampler == 'grid' else settings.n} "
                          f"candidates, {settings.sampler} sampler, ranked by {settings.rank_by}, schedule "
                          f"{base.train.epochs} epochs; corpus {corpus_dir}; search dir {search_dir}")
+    if placement.executor != "local":
+        search.executor = make_executor(placement)
     try:
         report = search.run()
     except KeyboardInterrupt:
@@ -392,19 +414,21 @@ def _hyperprune(
     out.print(f"report {search.out / 'report.json'}; plots " + ", ".join(report["plots"]), soft_wrap=True)
 
 
-def _search_option(option: str, name: str) -> inspect.Parameter:
+def _search_option(option: str, name: str, cluster: bool = False) -> inspect.Parameter:
     from sparsernn.search import SearchSettings
+    from sparsernn.search.cluster import ExecutorSettings
 
-    info = SearchSettings.model_fields[name]
+    info = (ExecutorSettings if cluster else SearchSettings).model_fields[name]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        Optional[str], typer.Option(option, help=info.description, rich_help_panel="Search",
+        Optional[str], typer.Option(option, help=info.description, rich_help_panel="Cluster" if cluster else "Search",
                                     metavar=name.upper())])
 
 
 _fixed_search = inspect.signature(_hyperprune, eval_str=True)
 _hyperprune.__signature__ = _fixed_search.replace(parameters=[
     *(p for p in _fixed_search.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD),
-    *(_search_option(option, name) for option, name in SEARCH_OPTION_FIELDS.items())])
+    *(_search_option(option, name) for option, name in SEARCH_OPTION_FIELDS.items()),
+    *(_search_option(option, name, cluster=True) for option, name in EXECUTOR_OPTION_FIELDS.items())])
 _hyperprune.__annotations__ = {p.name: p.annotation for p in _hyperprune.__signature__.parameters.values()}
 app.command("hyperprune")(_hyperprune)
 

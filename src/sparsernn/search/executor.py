@@ -4,13 +4,17 @@ A ``Job`` names a run config, its run directory and the epoch to reach; the exec
 candidate's ``Progress`` (its spectra and validation metrics per epoch, the seconds it spent). The
 work itself is ``advance``: it continues the run from its checkpoint (``Trainer.open``), never from
 scratch, and keeps the spectra in ``spectra.json`` in the run directory, so a job is idempotent and a
-killed one resumes losing at most the epoch in progress. ``LocalExecutor`` runs jobs one by one or in
-worker processes; a cluster executor (Ray) is another class with the same ``run``.
+killed one resumes losing at most the epoch in progress. Each start of a job is logged in
+``attempts.jsonl`` in the run directory (host, process, the epoch it resumed from), so a job that a
+dead worker left and a retry finished shows both attempts. ``LocalExecutor`` runs jobs one by one or
+in worker processes; ``sparsernn.search.cluster.RayExecutor`` runs them as Ray tasks.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +26,7 @@ from typing import Any, Protocol
 from sparsernn.errors import SparsernnError
 
 SPECTRA = "spectra.json"
+ATTEMPTS = "attempts.jsonl"
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class Progress:
     train_seconds: float = 0.0  # spent by this job: training and validation
     ls_seconds: float = 0.0  # spent by this job: spectra
     epochs_trained: int = 0  # by this job
+    attempts: int = 1  # starts of this job (to this epoch): more than one after a retry or a resume
     failed: str | None = None
 
 
@@ -64,15 +70,18 @@ class Executor(Protocol):
         """Run every job; one Progress per job, in order. A job that fails says why (``failed``)."""
 
 
-CORPORA: dict[str, Any] = {}
+CORPORA: dict[tuple[str, str | None], Any] = {}
 
 
-def corpus_for(directory: str):
-    from sparsernn.data import load_corpus
+def corpus_for(config):
+    """The corpus of ``config``'s task and data directory, read once per process (a language model's PTB
+    or a tagger's CoNLL files: a search runs on either task)."""
+    from sparsernn.tasks import load_data
 
-    if directory not in CORPORA:
-        CORPORA[directory] = load_corpus(directory)
-    return CORPORA[directory]
+    key = (config.data.task, config.data.dir)
+    if key not in CORPORA:
+        CORPORA[key] = load_data(config)[0]
+    return CORPORA[key]
 
 
 def _read_spectra(run_dir: Path) -> dict[str, dict[int, list[float | None]]]:
@@ -80,6 +89,31 @@ def _read_spectra(run_dir: Path) -> dict[str, dict[int, list[float | None]]]:
     if not path.is_file():
         return {}
     return {state: {int(e): v for e, v in by_epoch.items()} for state, by_epoch in json.loads(path.read_text()).items()}
+
+
+def log_attempt(run_dir: Path, to_epoch: int, from_epoch: int) -> int:
+    """Append this start of a job to the run's attempts log; returns how many starts the job (the same
+    ``to_epoch``) has had, this one included."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ATTEMPTS
+    with path.open("a", encoding="utf-8") as log:  # one short line per start: appends don't interleave
+        log.write(json.dumps({"to_epoch": to_epoch, "from_epoch": from_epoch, "host": socket.gethostname(),
+                              "pid": os.getpid(), "time": time.time()}) + "\n")
+    return len(read_attempts(run_dir, to_epoch))
+
+
+def read_attempts(run_dir: Path, to_epoch: int | None = None) -> list[dict[str, Any]]:
+    """The run's logged job starts (those to ``to_epoch`` only, when given); a torn last line is skipped."""
+    path = Path(run_dir) / ATTEMPTS
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if to_epoch is None or row["to_epoch"] == to_epoch:
+            rows.append(row)
+    return rows
 
 
 def advance(job: Job) -> Progress:
@@ -95,9 +129,10 @@ def advance(job: Job) -> Progress:
     run_dir = Path(job.run_dir)
     try:
         config = validate(upgrade_stored_config(job.config), f"{job.name} config")
-        task_data = corpus_for(config.data.dir)
+        task_data = corpus_for(config)
         trainer = Trainer.open(run_dir, task_data, config)
         spectra = _read_spectra(run_dir)
+        progress.attempts = log_attempt(run_dir, job.to_epoch, trainer.epoch - 1)
 
         def measure(epoch: int) -> None:
             if job.ls is None:
@@ -134,10 +169,10 @@ def advance(job: Job) -> Progress:
     return progress
 
 
-def _advance_in_worker(job: Job) -> Progress:
+def _advance_in_worker(job: Job, threads: int = 1) -> Progress:
     import torch
 
-    torch.set_num_threads(1)  # workers share the cores
+    torch.set_num_threads(threads)  # workers share the cores
     return advance(job)
 
 

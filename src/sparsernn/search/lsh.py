@@ -16,7 +16,8 @@ Everything lives in the search directory: an Optuna storage (``search.db``, SQLi
 given) with one trial per candidate and the search's state, and one run directory per candidate.
 Every step is saved before the next; a killed search resumes where it was, losing at most the epoch
 in progress, and makes the choices an uninterrupted one makes (samplers are seeded per round and
-read only the stored archive; training resumes exactly).
+read only the stored archive; training resumes exactly). While it runs, the driver holds a lease in
+that database (``lease.py``): a second driver on the same search is refused rather than racing.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sparsernn.config import RunConfig, upgrade_stored_config, validate
 from sparsernn.errors import ConfigError
 from sparsernn.progress import Reporter, SilentReporter
 from sparsernn.search.executor import Executor, Job, LocalExecutor, LSOptions, Progress
+from sparsernn.search.lease import Lease
 from sparsernn.search.ls_space import ls_distances, nearer_half
 from sparsernn.search.report import leaderboard, write_report
 from sparsernn.search.samplers import propose
@@ -90,9 +92,12 @@ class Search:
     def __init__(self, out_dir: str | Path, space: SearchSpace | None = None, base: RunConfig | None = None,
                  settings: SearchSettings | None = None, storage: str | None = None,
                  reference_dir: str | Path | None = None, executor: Executor | None = None,
-                 reporter: Reporter | None = None) -> None:
+                 reporter: Reporter | None = None, lease_seconds: float = 60.0) -> None:
         self.out = Path(out_dir)
+        self.lease_seconds = lease_seconds
         self.out.mkdir(parents=True, exist_ok=True)
+        if storage is not None and storage.startswith("postgresql://"):  # psycopg 3 (the postgres extra), also
+            storage = "postgresql+psycopg://" + storage.removeprefix("postgresql://")  # where SQLAlchemy < 2.1
         self.storage = storage or f"sqlite:///{(self.out / DB).resolve()}"
         self.study = optuna.create_study(study_name=STUDY, storage=self.storage, direction="minimize",
                                          load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
@@ -122,14 +127,15 @@ class Search:
         self.executor = executor or LocalExecutor(self.settings.workers)
         self._ids: dict[str, tuple[int, int, dict[str, Any]]] = {}
         self._finished: set[str] = set()
+        self._lease: Lease | None = None
         self.reporter = reporter or SilentReporter()
 
     @classmethod
     def resume(cls, out_dir: str | Path, storage: str | None = None, executor: Executor | None = None,
-               reporter: Reporter | None = None) -> Search:
+               reporter: Reporter | None = None, lease_seconds: float = 60.0) -> Search:
         if not (Path(out_dir) / DB).is_file() and storage is None:
             raise ConfigError(f"{out_dir}: no search to resume here (no {DB})")
-        return cls(out_dir, storage=storage, executor=executor, reporter=reporter)
+        return cls(out_dir, storage=storage, executor=executor, reporter=reporter, lease_seconds=lease_seconds)
 
     # ---- stored state ---------------------------------------------------------------------------
 
@@ -138,6 +144,9 @@ class Search:
         return self.study.user_attrs["state"]
 
     def _save_state(self, state: dict[str, Any]) -> None:
+        if self._lease is not None and self._lease.lost:
+            raise ConfigError(f"{self.out}: another driver took this search over (this one stalled for more than "
+                              f"{self.lease_seconds:.0f} s); stopping without writing")
         self.study.set_user_attr("state", state)
 
     def _reference_key(self) -> str:
@@ -216,7 +225,7 @@ class Search:
                          "round": attrs.get("round"), "epoch": attrs.get("epoch", 0),
                          "scores": {int(e): v for e, v in attrs.get("scores", {}).items()},
                          "val_ppl": ppl, "best_val_ppl": min(ppl.values()) if ppl else None,
-                         "failed": attrs.get("failed")})
+                         "failed": attrs.get("failed"), "retries": attrs.get("retries", {})})
         return rows
 
     def leaderboard(self, scores: dict[str, float] | None = None):
@@ -268,6 +277,12 @@ class Search:
                 if progress.failed:
                     raise ConfigError(f"the dense reference failed: {progress.failed}")
                 continue
+            if progress.attempts > 1:  # its job was started again: a worker died (Ray retried it) or a resume
+                retries = dict(self.candidates()[name].user_attrs.get("retries", {}))
+                retries[str(epoch)] = progress.attempts - 1
+                self._set(name, "retries", retries)
+                self.reporter.message(f"{name}: {progress.attempts} attempts to reach epoch {epoch}; continued from "
+                                      "its checkpoint")
             if progress.failed:
                 self.reporter.message(f"[red]{name} failed:[/] {progress.failed}")
                 self._set(name, "failed", progress.failed)
@@ -303,7 +318,15 @@ class Search:
         return scores
 
     def run(self) -> dict[str, Any]:
-        """Run (or continue) the search to its end; returns the report."""
+        """Run (or continue) the search to its end, holding its lease; returns the report."""
+        with Lease(self.storage, STUDY, self.lease_seconds, where=str(self.out)) as lease:
+            self._lease = lease
+            try:
+                return self._run()
+            finally:
+                self._lease = None
+
+    def _run(self) -> dict[str, Any]:
         state = self.state
         settings = self.settings
         if state["phase"] == "start" and settings.strategy == "hyperband":
@@ -416,7 +439,7 @@ class Search:
             from sparsernn.tasks import build_task
 
             model, config, _, _ = load_model(self.out / "candidates" / winner)
-            task = build_task(config, corpus_for(config.data.dir))
+            task = build_task(config, corpus_for(config))
             state["test"] = {"winner": winner, **{f"test_{k}": v for k, v in task.evaluate(model, "test").items()}}
         for name in state["alive"]:
             self._set(name, "final_val_ppl", finished.get(name))
