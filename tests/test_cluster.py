@@ -203,3 +203,13 @@ def test_a_search_on_postgresql_survives_its_driver_and_refuses_a_second(postgre
     assert resumed.returncode == 0, resumed.stderr
     ours, theirs = (json.loads((d / "report.json").read_text()) for d in (killed, tmp_path / "straight"))
     assert choices(ours) == choices(theirs) and ours["test"] == theirs["test"]
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--executor", "slurm"], "--executor: Input should be 'local' or 'ray' (got 'slurm')"),
+    (["--address", "auto"], "address: only for executor ray"),
+    (["--gpus-per-candidate", "-1"], "--gpus-per-candidate: Input should be greater than or equal to 0 (got -1)"),
+])
+def test_bad_cluster_options_are_one_line(tmp_path, options, message):
+    result = cli_in_process("hyperprune", "--out", tmp_path / "s", *options)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr

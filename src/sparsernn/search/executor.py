@@ -177,18 +177,27 @@ def _advance_in_worker(job: Job, threads: int = 1) -> Progress:
 
 
 class LocalExecutor:
-    """Jobs on this machine: one by one in this process (``workers=1``) or in worker processes."""
+    """Jobs on this machine: one by one in this process (``workers=1``) or in worker processes, one torch
+    thread each. The workers live as long as the executor (``close()`` ends them), so each loads its
+    corpus once, not once per round."""
 
     def __init__(self, workers: int = 1) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
 
     def run(self, jobs: list[Job]) -> list[Progress]:
         if self.workers == 1 or len(jobs) <= 1:
             return [advance(job) for job in jobs]
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-            return list(pool.map(_advance_in_worker, jobs))
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"))
+        return list(self._pool.map(_advance_in_worker, jobs))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def progress_dict(progress: Progress) -> dict[str, Any]:

@@ -325,6 +325,8 @@ class Search:
                 return self._run()
             finally:
                 self._lease = None
+                if hasattr(self.executor, "close"):  # worker processes end with the search
+                    self.executor.close()
 
     def _run(self) -> dict[str, Any]:
         state = self.state
