@@ -81,5 +81,16 @@ def stored_or(name: str, fresh: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_units(name: str, result: dict[str, Any]) -> Path:
-    """Write a study's result after a unit finishes (machine and date are stamped anew)."""
-    return write_result(name, {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")})
+    """Write a study's result after a unit finishes (machine and date are stamped anew). Units another
+    process of the same study stored meanwhile (seeds run side by side) are kept: the file's units are
+    merged under a lock, then ours written over them."""
+    import fcntl
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with (RESULTS / f".{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = RESULTS / f"{name}.json"
+        if path.is_file() and "units" in result:
+            stored = json.loads(path.read_text()).get("units", {})
+            result["units"] = {**stored, **result["units"]}
+        return write_result(name, {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")})

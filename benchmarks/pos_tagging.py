@@ -1,7 +1,7 @@
 """WSJ POS tagging with dense and sparse word embeddings (Demeester et al. 2018, Fig. 3 and Table 3).
 
     python benchmarks/pos_tagging.py --data-dir ../shared/data/wsj-pos --units default
-    python benchmarks/pos_tagging.py --data-dir ../shared/data/wsj-pos --units study --study-epochs 10
+    python benchmarks/pos_tagging.py --data-dir ../shared/data/wsj-pos --units study --seeds 1   # and --seeds 2
     python benchmarks/pos_tagging.py --report-only
 
 Setup: the standard split without trace tokens (wsj_{train,valid,test}.conll; the paper's files keep
@@ -9,10 +9,14 @@ the traces, about +0.25 points). Units, appended to results/pos_tagging.json as 
 
   default-s1                 the ``pos-tagger`` preset as it ships (embedding 20, BiLSTM 10, tanh 10,
                              Adam 1e-3, batch 20, ``--epochs`` epochs): the acceptance run (>= 95%)
-  study: for each seed and embedding density d in {0.25, 0.1}:
-    sparse-{up,none,down}-d  embeddings of 20 whose lengths follow frequency (up: frequent words long)
-    small-dense-d            dense embeddings of round(20 d) dimensions (the same trainable count)
-  and dense-1.0 (embedding 20) per seed, all for ``--study-epochs`` epochs.
+  study (CPU-scaled: the first ``--study-train-tokens`` training tokens, ``--study-epochs`` epochs,
+  Adam at ``--study-lr``; valid and test whole), for each seed and embedding density d:
+    sparse-{up,none,down}-d  embeddings of 20 whose lengths follow frequency (up: frequent words long),
+                             d in {0.25, 0.1}; sparse-up-0.5 too
+    small-dense-d            dense embeddings of round(20 d) dimensions (the same trainable count),
+                             d in {0.5, 0.25, 0.1}
+  and dense-1.0 (embedding 20). Seeds may run as separate processes side by side (``--seeds 1`` and
+  ``--seeds 2``): each unit is merged into the JSON under a lock.
 """
 
 from __future__ import annotations
@@ -51,7 +55,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default="../shared/data/wsj-pos")
     parser.add_argument("--units", default="default,study")
     parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--study-epochs", type=int, default=10)
+    parser.add_argument("--study-epochs", type=int, default=8)
+    parser.add_argument("--study-train-tokens", type=int, default=250_000)
+    parser.add_argument("--study-lr", type=float, default=0.005)
     parser.add_argument("--seeds", default="1,2")
     parser.add_argument("--out", default="runs/pos_tagging")
     parser.add_argument("--report-only", action="store_true")
@@ -65,11 +71,11 @@ def main() -> None:
         "setup": "WSJ POS, standard split without trace tokens (train 00-18, valid 19-21, test 22-24)",
         "units": {}})
 
-    def run(key: str, unit: str, seed: int, epochs: int, model: dict) -> None:
+    def run(key: str, unit: str, seed: int, epochs: int, model: dict, scaled: dict | None = None) -> None:
         if key in result["units"]:
             return
         overrides = {"data.dir": str(Path(args.data_dir).resolve()), "train.seed": seed, "train.epochs": epochs,
-                     **{f"model.{k}": v for k, v in model.items()}}
+                     **{f"model.{k}": v for k, v in model.items()}, **(scaled or {})}
         config = resolve_config("pos-tagger", overrides=overrides)
         directory = Path(args.out) / key
         results, _ = train_run(config, corpus, directory)
@@ -77,7 +83,8 @@ def main() -> None:
 
         trained, *_ = load_model(directory / "best.safetensors")
         result["units"][key] = {
-            "unit": unit, "seed": seed, "epochs": epochs, "model": model, "val_accuracy": results["val_accuracy"],
+            "unit": unit, "seed": seed, "epochs": epochs, "model": model, "scaled": scaled or {},
+            "val_accuracy": results["val_accuracy"],
             "test_accuracy": results["test_accuracy"],
             "embedding_parameters": sum(p.numel() for p in trained.embedding.parameters())}
         save_units(NAME, result)
@@ -87,14 +94,18 @@ def main() -> None:
     if "default" in units:
         run("default-s1", "default", 1, args.epochs, {})
     if "study" in units:
+        scaled = {"data.train_tokens": args.study_train_tokens, "optim.lr": args.study_lr}
         for seed in (int(s) for s in args.seeds.split(",")):
-            run(f"dense-1.0-s{seed}", "dense-1.0", seed, args.study_epochs, {})
-            for density in (0.25, 0.1):
-                for sort in ("up", "none", "down"):
-                    run(f"sparse-{sort}-{density}-s{seed}", f"sparse-{sort}-{density}", seed, args.study_epochs,
-                        {"embedding_density": density, "embedding_sort": sort})
-                run(f"small-dense-{density}-s{seed}", f"small-dense-{density}", seed, args.study_epochs,
-                    {"embedding_size": max(1, round(20 * density))})
+            def study(key: str, unit: str, model: dict) -> None:
+                run(f"{key}-s{seed}", unit, seed, args.study_epochs, model, scaled)
+
+            study("dense-1.0", "dense-1.0", {})
+            for density in (0.5, 0.25, 0.1):
+                sorts = ("up",) if density == 0.5 else ("up", "none", "down")
+                for sort in sorts:
+                    study(f"sparse-{sort}-{density}", f"sparse-{sort}-{density}",
+                          {"embedding_density": density, "embedding_sort": sort})
+                study(f"small-dense-{density}", f"small-dense-{density}", {"embedding_size": max(1, round(20 * density))})
     report(result)
 
 

@@ -115,3 +115,25 @@ def test_sparse_methods_and_a_sparse_embedding_work_on_the_tagger(pos_dir):
     grouped = Trainer(iss, corpus)
     grouped.fit()
     assert grouped.sparsifier.kept() == [6]
+
+
+def test_the_spectrum_of_a_bilstm_tagger_is_that_of_its_forward_direction(pos_dir):
+    from sparsernn.dynamics import lyapunov_spectrum
+    from sparsernn.models import RNNLanguageModel
+
+    corpus = load_tagged_corpus(pos_dir)
+    config = tiny_config(data={"task": "tagging"}, model={"hidden_sizes": [12], "embedding_size": 8})
+    torch.manual_seed(0)
+    tagger = Tagging(config, corpus).build_model(config.model)
+    forward_only = RNNLanguageModel(config.model, len(corpus.words))  # the same cell, one direction
+    with torch.no_grad():
+        forward_only.embedding.weight.copy_(tagger.embedding.weight)
+        for name, value in forward_only.layers[0].named_parameters():
+            value.copy_(getattr(tagger.layers[0], name))  # weight_ih_l0 ...: the forward direction's
+    sequences = Tagging(config, corpus).lyapunov_inputs(3, 20)
+    ours = lyapunov_spectrum(tagger, sequences, k=None, state="hc").to_dict()["exponents"]
+    theirs = lyapunov_spectrum(forward_only, sequences, k=None, state="hc").to_dict()["exponents"]
+    assert ours == pytest.approx(theirs, abs=1e-9) and len(ours) == 24
+    with torch.no_grad():  # the backward direction plays no part
+        tagger.layers[0].weight_hh_l0_reverse.mul_(3.0)
+    assert lyapunov_spectrum(tagger, sequences, k=None, state="hc").to_dict()["exponents"] == pytest.approx(ours)

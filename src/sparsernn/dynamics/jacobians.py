@@ -25,9 +25,13 @@ from sparsernn.models.stack import RecurrentLayer
 def stack_params(model: nn.Module, dtype: torch.dtype | None = None) -> list[CellParams]:
     """The weights of every layer ``model.recurrent_stack()`` describes, cast to ``dtype``."""
     params = []
-    for layer in model.recurrent_stack():
-        if layer.bidirectional:
-            raise ValueError(f"{layer.module}: a bidirectional layer is not a forward dynamical system")
+    stack = model.recurrent_stack()
+    for index, layer in enumerate(stack):
+        # a bidirectional last layer (a tagger's BiLSTM) contributes its forward direction, the state it
+        # carries left to right; one that feeds another layer hands it the future, no forward system
+        if layer.bidirectional and index < len(stack) - 1:
+            raise ValueError(f"{layer.module}: a bidirectional layer that feeds another is not a forward dynamical "
+                             "system")
         params.append(layer.spec.params(model.get_submodule(layer.module), dtype))
     return params
 
