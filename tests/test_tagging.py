@@ -137,3 +137,23 @@ def test_the_spectrum_of_a_bilstm_tagger_is_that_of_its_forward_direction(pos_di
     with torch.no_grad():  # the backward direction plays no part
         tagger.layers[0].weight_hh_l0_reverse.mul_(3.0)
     assert lyapunov_spectrum(tagger, sequences, k=None, state="hc").to_dict()["exponents"] == pytest.approx(ours)
+
+
+def test_unknown_words_are_read_as_their_shape_class_trained_on_training_singletons(tmp_path):
+    from sparsernn.data.conll import UNK, unknown_signature, word_id
+
+    assert [unknown_signature(w) for w in ("running", "IBM", "Smith", "1987", "well-known", "quickly", "zq")] == \
+        ["<unk-ing>", "<unk-CAPS>", "<unk-Cap>", "<unk-num>", "<unk-hyph>", "<unk-ly>", UNK]
+    lines = {"train": "the\tDT\ndog\tNN\nwalking\tVBG\n\nthe\tDT\ndog\tNN\nMax\tNNP\n\nthe\tDT\ndog\tNN\nBarks\tVBZ\n",
+             "valid": "the\tDT\ntalking\tVBG\ncat\tNN\n", "test": "Rex\tNN\ndog\tNN\n"}
+    for split, text in lines.items():
+        (tmp_path / f"{split}.conll").write_text(text)
+    corpus = load_tagged_corpus(tmp_path)
+    # the classes the training singletons are read as ("Max": <unk-Cap>, "Barks": <unk-Cap-s>), so each is trained
+    assert corpus.words == ("<pad>", UNK, "<unk-Cap-s>", "<unk-Cap>", "<unk-ing>", "the", "dog")
+    ids = {w: i for i, w in enumerate(corpus.words)}
+    assert corpus.train[0][0].tolist() == [5, 6, 4]  # "walking", seen once, trains <unk-ing>
+    assert corpus.train[1][0].tolist() == [5, 6, 3] and corpus.train[2][0].tolist() == [5, 6, 2]
+    assert corpus.valid[0][0].tolist() == [5, 4, 1]  # unseen "talking" reads as <unk-ing>; "cat" has no class
+    assert corpus.test[0][0].tolist() == [3, 6]  # "Rex": <unk-Cap>
+    assert word_id("Walks", ids) == 2 and word_id("Opening", ids) == 3  # <unk-Cap-ing> untrained: <unk-Cap>

@@ -639,9 +639,11 @@ def tag_predict(
     out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="write token<TAB>tag (CoNLL) here "
                                                                         "[default: print]")] = None,
 ) -> None:
-    """Tag every sentence of a text file; unknown words are tagged through the unknown-word embedding."""
+    """Tag every sentence of a text file; unknown words are tagged through their unknown-word class's
+    embedding (by shape: capitals, digits, hyphen, suffix)."""
     import torch
 
+    from sparsernn.data.conll import word_id
     from sparsernn.files import atomic_write_text
     from sparsernn.runs import load_model, model_path
 
@@ -660,7 +662,7 @@ def tag_predict(
     blocks = []
     with torch.inference_mode():
         for tokens in lines:
-            words = torch.tensor([[ids.get(t, 1)] for t in tokens])
+            words = torch.tensor([[word_id(t, ids)] for t in tokens])
             tags = model(words).argmax(-1)[:, 0].tolist()
             blocks.append("".join(f"{t}\t{meta['tags'][g]}\n" for t, g in zip(tokens, tags)))
     conll = "\n".join(blocks)

@@ -12,6 +12,9 @@ import torch
 from sparsernn.errors import DataError
 
 PAD, UNK = "<pad>", "<unk>"
+# suffixes that mark a word's part of speech (longest first): an unknown word keeps the one it ends with
+SUFFIXES = ("ation", "ment", "ness", "able", "ible", "ing", "ion", "ity", "ive", "ous", "ful", "ism", "ist", "est",
+            "ed", "ly", "er", "al", "ic", "es", "s", "y")
 # split -> file names looked for, in order (WSJ's, then generic ones)
 SPLIT_FILES = {"train": ("wsj_train.conll", "train.conll"), "valid": ("wsj_valid.conll", "valid.conll"),
                "test": ("wsj_test.conll", "test.conll")}
@@ -51,10 +54,40 @@ def read_conll(path: str | Path) -> list[Sentence]:
     return sentences
 
 
+def unknown_signature(token: str, suffix: bool = True) -> str:
+    """The class an unknown word is read as, from its shape: capitals, digits, a hyphen, a telling
+    suffix (``<unk-Cap-ing>``). Without characters in the model this is what tags unseen words: the
+    word seen once in training trains its class's embedding, which every unseen word of that shape
+    then gets (the signatures of Petrov et al.'s parsers, simplified). ``suffix=False``: the coarser
+    class without the suffix, what a word falls back to when its full class was never trained."""
+    parts = []
+    if any(c.isdigit() for c in token):
+        parts.append("num")
+    if token[:1].isupper():
+        parts.append("CAPS" if len(token) > 1 and token.isupper() else "Cap")
+    if "-" in token:
+        parts.append("hyph")
+    lower = token.lower()
+    ending = next((x for x in SUFFIXES if lower.endswith(x) and len(lower) > len(x) + 2), None) if suffix else None
+    if ending is not None and not parts[:1] == ["num"]:
+        parts.append(ending)
+    return f"<unk-{'-'.join(parts)}>" if parts else UNK
+
+
+def word_id(token: str, ids: dict[str, int]) -> int:
+    """A token's id in vocabulary ``ids``: itself, else its unknown-word class, else that class without
+    the suffix, else ``<unk>``."""
+    found = ids.get(token)
+    if found is not None:
+        return found
+    return ids.get(unknown_signature(token), ids.get(unknown_signature(token, suffix=False), ids[UNK]))
+
+
 @dataclass
 class TaggedCorpus:
-    """Word and tag vocabularies from the training split (word ids 0 and 1 are padding and unknown;
-    the rest, words seen at least twice, by training frequency) and each split as a list of ``(word ids, tag ids)`` tensors."""
+    """Word and tag vocabularies from the training split (word ids 0 and 1 are padding and unknown; then
+    the unknown-word classes of the training split's single words; then the words seen at least twice,
+    by training frequency) and each split as a list of ``(word ids, tag ids)`` tensors."""
 
     directory: Path
     words: tuple[str, ...]
@@ -74,7 +107,7 @@ class TaggedCorpus:
 
     def encode(self, tokens: list[str]) -> torch.Tensor:
         ids = {w: i for i, w in enumerate(self.words)}
-        return torch.tensor([ids.get(t, 1) for t in tokens], dtype=torch.long)
+        return torch.tensor([word_id(t, ids) for t in tokens], dtype=torch.long)
 
 
 def split_file(directory: Path, split: str) -> Path:
@@ -90,9 +123,12 @@ def load_tagged_corpus(directory: str | Path) -> TaggedCorpus:
         raise DataError(f"{directory}: not a directory of CoNLL files")
     raw = {split: read_conll(split_file(directory, split)) for split in SPLIT_FILES}
     counts = Counter(token for tokens, _ in raw["train"] for token in tokens)
-    # words seen once in training are read as <unk> there, so the unknown-word embedding is trained
-    # (and is what unseen words in valid, test and tagged text get)
-    words = (PAD, UNK, *sorted((w for w in counts if counts[w] > 1), key=lambda w: -counts[w]))
+    # words seen once in training are read as their unknown-word class there, so those embeddings are
+    # trained (and are what unseen words in valid, test and tagged text get)
+    # (only classes some singleton is read as: each is trained; an unseen word whose class is not among
+    # them falls back to the class without its suffix when that one is)
+    classes = sorted({unknown_signature(w) for w in counts if counts[w] == 1} - {UNK})
+    words = (PAD, UNK, *classes, *sorted((w for w in counts if counts[w] > 1), key=lambda w: -counts[w]))
     tags = tuple(sorted({tag for _, tags in raw["train"] for tag in tags}))
     word_ids = {w: i for i, w in enumerate(words)}
     tag_ids = {t: i for i, t in enumerate(tags)}
@@ -104,7 +140,7 @@ def load_tagged_corpus(directory: str | Path) -> TaggedCorpus:
             if unknown:
                 raise DataError(f"{split_file(directory, split)}: sentence {number} has tag {unknown[0]!r}, "
                                 f"which the training split never uses")
-            encoded.append((torch.tensor([word_ids.get(t, 1) for t in tokens], dtype=torch.long),
+            encoded.append((torch.tensor([word_id(t, word_ids) for t in tokens], dtype=torch.long),
                             torch.tensor([tag_ids[t] for t in labels], dtype=torch.long)))
         return encoded
 
