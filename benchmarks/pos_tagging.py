@@ -9,8 +9,10 @@ the traces, about +0.25 points). Units, appended to results/pos_tagging.json as 
 
   default-s1                 the ``pos-tagger`` preset as it ships (embedding 20, BiLSTM 10, tanh 10,
                              Adam 1e-3, batch 20, ``--epochs`` epochs): the acceptance run (>= 95%)
-  study (CPU-scaled: the first ``--study-train-tokens`` training tokens, ``--study-epochs`` epochs,
-  Adam at ``--study-lr``; valid and test whole), for each seed and embedding density d:
+  study (CPU-scaled: a corpus of its own whose training split is the first sentences holding
+  ``--study-train-tokens`` tokens, so its vocabulary, unknown-word classes and frequency ranks are those
+  of that text; valid and test whole; ``--study-epochs`` epochs, Adam at ``--study-lr``), for each seed
+  and embedding density d:
     sparse-{up,none,down}-d  embeddings of 20 whose lengths follow frequency (up: frequent words long),
                              d in {0.25, 0.1}; sparse-up-0.5 too
     small-dense-d            dense embeddings of round(20 d) dimensions (the same trainable count),
@@ -50,6 +52,33 @@ def report(result: dict) -> None:
             print(f"  {name:22s} {100 * statistics.mean(tests):6.2f}% ({len(tests)} seeds)")
 
 
+def slice_corpus(data_dir: Path, out: Path, tokens: int) -> Path:
+    """A tagging corpus whose training split is the first sentences of ``data_dir``'s holding ``tokens``
+    tokens, and whose valid and test splits are ``data_dir``'s (written once, atomically)."""
+    from sparsernn.data.conll import split_file
+
+    directory = out / f"corpus-{tokens}"
+    if (directory / "test.conll").is_file():
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    kept, count = [], 0
+    for block in split_file(data_dir, "train").read_text(encoding="utf-8").split("\n\n"):
+        size = len([line for line in block.splitlines() if line.strip()])
+        if not size:
+            continue
+        if count + size > tokens:
+            break
+        kept.append(block.strip("\n"))
+        count += size
+    texts = {"train": "\n\n".join(kept) + "\n",
+             **{s: split_file(data_dir, s).read_text(encoding="utf-8") for s in ("valid", "test")}}
+    for split in ("train", "valid", "test"):  # test last: its presence marks a complete corpus
+        tmp = directory / f"{split}.tmp"
+        tmp.write_text(texts[split], encoding="utf-8")
+        tmp.replace(directory / f"{split}.conll")
+    return directory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data/wsj-pos")
@@ -65,25 +94,26 @@ def main() -> None:
     if args.report_only:
         report(read_result(NAME))
         return
-    corpus = load_tagged_corpus(args.data_dir)
+    corpus = load_tagged_corpus(args.data_dir) if "default" in args.units.split(",") else None
     result = stored_or(NAME, {
         "command": "python benchmarks/pos_tagging.py " + " ".join(sys.argv[1:]),
         "setup": "WSJ POS, standard split without trace tokens (train 00-18, valid 19-21, test 22-24)",
         "units": {}})
 
-    def run(key: str, unit: str, seed: int, epochs: int, model: dict, scaled: dict | None = None) -> None:
+    def run(key: str, unit: str, seed: int, epochs: int, model: dict, scaled: dict | None = None,
+            data: Path = Path(args.data_dir), train_tokens: int | None = None) -> None:
         if key in result["units"]:
             return
-        overrides = {"data.dir": str(Path(args.data_dir).resolve()), "train.seed": seed, "train.epochs": epochs,
+        overrides = {"data.dir": str(data.resolve()), "train.seed": seed, "train.epochs": epochs,
                      **{f"model.{k}": v for k, v in model.items()}, **(scaled or {})}
         config = resolve_config("pos-tagger", overrides=overrides)
         directory = Path(args.out) / key
-        results, _ = train_run(config, corpus, directory)
+        results, _ = train_run(config, corpus if data == Path(args.data_dir) else load_tagged_corpus(data), directory)
         from sparsernn.runs import load_model
 
         trained, *_ = load_model(directory / "best.safetensors")
         result["units"][key] = {
-            "unit": unit, "seed": seed, "epochs": epochs, "model": model, "scaled": scaled or {},
+            "unit": unit, "seed": seed, "epochs": epochs, "model": model, "scaled": scaled or {}, "train_tokens": train_tokens,
             "val_accuracy": results["val_accuracy"],
             "test_accuracy": results["test_accuracy"],
             "embedding_parameters": sum(p.numel() for p in trained.embedding.parameters())}
@@ -94,10 +124,11 @@ def main() -> None:
     if "default" in units:
         run("default-s1", "default", 1, args.epochs, {})
     if "study" in units:
-        scaled = {"data.train_tokens": args.study_train_tokens, "optim.lr": args.study_lr}
+        scaled = {"optim.lr": args.study_lr}
+        sliced = slice_corpus(Path(args.data_dir), Path(args.out), args.study_train_tokens)
         for seed in (int(s) for s in args.seeds.split(",")):
             def study(key: str, unit: str, model: dict) -> None:
-                run(f"{key}-s{seed}", unit, seed, args.study_epochs, model, scaled)
+                run(f"{key}-s{seed}", unit, seed, args.study_epochs, model, scaled, sliced, args.study_train_tokens)
 
             study("dense-1.0", "dense-1.0", {})
             for density in (0.5, 0.25, 0.1):
