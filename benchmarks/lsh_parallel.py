@@ -96,7 +96,7 @@ def main() -> None:
                      "winner": rep["winner"], "compute_seconds": rep["compute_seconds"]})
         print(runs[-1], flush=True)
         started = time.perf_counter()
-        ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, logging_level="ERROR")  # a new instance
         inner = RayExecutor(cpus=1)
         startup = time.perf_counter() - started
         executor = CountingExecutor(inner)
