@@ -46,6 +46,10 @@ class CountingExecutor:
         self.tasks += len(jobs)
         return self.inner.run(jobs)
 
+    def close(self) -> None:  # the search ends the local executor's worker processes with it
+        if hasattr(self.inner, "close"):
+            self.inner.close()
+
 
 def run_search(out: Path, corpus_dir: Path, executor) -> tuple[float, dict]:
     shutil.rmtree(out, ignore_errors=True)

@@ -24,6 +24,7 @@ the traces, about +0.25 points). Units, appended to results/pos_tagging.json as 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -73,7 +74,7 @@ def slice_corpus(data_dir: Path, out: Path, tokens: int) -> Path:
     texts = {"train": "\n\n".join(kept) + "\n",
              **{s: split_file(data_dir, s).read_text(encoding="utf-8") for s in ("valid", "test")}}
     for split in ("train", "valid", "test"):  # test last: its presence marks a complete corpus
-        tmp = directory / f"{split}.tmp"
+        tmp = directory / f"{split}.{os.getpid()}.tmp"  # seeds may start side by side
         tmp.write_text(texts[split], encoding="utf-8")
         tmp.replace(directory / f"{split}.conll")
     return directory

@@ -207,9 +207,35 @@ def test_a_search_on_postgresql_survives_its_driver_and_refuses_a_second(postgre
 
 @pytest.mark.parametrize("options,message", [
     (["--executor", "slurm"], "--executor: Input should be 'local' or 'ray' (got 'slurm')"),
-    (["--address", "auto"], "address: only for executor ray"),
+    (["--address", "auto"], "--address: only with --executor ray"),
+    (["--retries", "2", "--gpus-per-candidate", "1"], "--gpus-per-candidate, --retries: only with --executor ray"),
     (["--gpus-per-candidate", "-1"], "--gpus-per-candidate: Input should be greater than or equal to 0 (got -1)"),
 ])
 def test_bad_cluster_options_are_one_line(tmp_path, options, message):
     result = cli_in_process("hyperprune", "--out", tmp_path / "s", *options)
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_driver_that_lost_its_lease_writes_nothing_more(synthetic_dir, tmp_path):
+    from sparsernn.errors import ConfigError
+
+    search = tiny_search(tmp_path / "search", synthetic_dir, LocalExecutor(1))
+    search._lease = Lease(search.storage, "hyperprune", ttl=60)
+    search._lease.acquire()
+    state = search.state
+    search._save_state(state)  # holding the lease: writes
+    with search._lease.engine.begin() as conn:  # it stalled: another driver took the search over
+        conn.execute(search._lease.table.update().values(owner="the other driver"))
+    state["round"] = 99
+    with pytest.raises(ConfigError, match="another driver took this search over"):
+        search._save_state(state)
+    assert search.state["round"] == 0
+
+
+def test_a_tagging_config_is_refused_by_the_search_in_one_line(tmp_path):
+    from sparsernn.config import validate
+    from sparsernn.errors import ConfigError
+
+    base = validate({"data": {"task": "tagging"}, "train": {"epochs": 3}}, "test")
+    with pytest.raises(ConfigError, match="data.task: hyperprune searches language models; a tagging config"):
+        Search(tmp_path / "s", SearchSpace.model_validate(SPACE), base, SearchSettings(**SETTINGS))

@@ -493,6 +493,7 @@ def eval_(
     primary = task.primary.name
     results = {}
     for name in split:
+        task.check_split(name)
         metrics = task.evaluate(model, name)
         results[name] = {primary: metrics[primary], **{k: v for k, v in metrics.items() if k not in ("loss", primary)}}
     _print_results(results, str(path), primary)

@@ -42,7 +42,8 @@ class DataConfig(_Section):
     )
     train_tokens: int | None = Field(
         None, gt=0, description="train on the first N tokens of the training split only (tagging: the first "
-        "sentences holding N tokens; for scaled studies in which "
+        "sentences holding N tokens, the vocabulary still the whole split's: for a study of a smaller corpus, "
+        "give it a directory of its own, as benchmarks/pos_tagging.py does; for scaled studies in which "
         "a model sees the same text many times, so that it can overfit and regularisation matters)")
 
 

@@ -28,7 +28,7 @@ class ExecutorSettings(BaseModel):
     executor: Literal["local", "ray"] = Field("local", description="local: this machine (--workers processes); "
                                               "ray: Ray tasks on a cluster")
     address: str | None = Field(None, description="ray: address of a running cluster (e.g. ray://head:10001 or "
-                                "auto); none starts a Ray instance on this machine")
+                                "auto); none: the cluster started on this machine (ray start), else a new instance")
     cpus_per_candidate: float = Field(1.0, gt=0.0, description="ray: CPUs each candidate's task asks for (its "
                                       "torch threads)")
     gpus_per_candidate: float = Field(0.0, ge=0.0, description="ray: GPUs (or a fraction of one) each candidate's "
@@ -37,8 +37,10 @@ class ExecutorSettings(BaseModel):
 
     @model_validator(mode="after")
     def _ray_options_need_ray(self) -> ExecutorSettings:
-        if self.executor == "local" and self.address is not None:
-            raise ValueError("address: only for executor ray")
+        given = sorted(self.model_fields_set - {"executor"})
+        if self.executor == "local" and given:
+            options = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"{options}: only with --executor ray")
         return self
 
 
@@ -47,8 +49,8 @@ def _advance_task(job: Job, threads: int) -> Progress:
 
 
 class RayExecutor:
-    """Jobs as Ray tasks on the cluster at ``address`` (None: a Ray instance on this machine, or the one
-    this process is connected to already)."""
+    """Jobs as Ray tasks on the cluster at ``address`` (None: the one this process is connected to, else
+    the one ``ray start`` runs on this machine or ``RAY_ADDRESS`` names, else a new instance here)."""
 
     def __init__(self, address: str | None = None, cpus: float = 1.0, gpus: float = 0.0, retries: int = 3,
                  **init: Any) -> None:
@@ -58,10 +60,17 @@ class RayExecutor:
             raise ConfigError("executor ray needs Ray: pip install 'sparsernn[ray]'") from None
         self.ray = ray
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, logging_level="ERROR", **init)
+            try:
+                ray.init(address=address, include_dashboard=False, logging_level="ERROR", **init)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ConfigError(f"--address {address or '(none)'}: cannot start or reach Ray: {detail}") from None
         self.threads = max(1, int(cpus))
         self.task = ray.remote(_advance_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=retries,
                                                       retry_exceptions=False)
+        # errors that end one candidate (failed); any other Ray error stops the driver instead
+        self.candidate_errors = (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError,
+                                 ray.exceptions.RayTaskError)
         self.submitted = 0
         self.dispatch_seconds = 0.0  # driver time spent submitting tasks and collecting their results
 
@@ -74,9 +83,13 @@ class RayExecutor:
         for job, ref in zip(jobs, refs):
             try:
                 results.append(self.ray.get(ref))
-            except self.ray.exceptions.RayError as exc:  # retries exhausted, or the cluster went away
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            except self.candidate_errors as exc:  # the candidate's own: its workers kept dying, or it ran out
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__  # of memory
                 results.append(Progress(job.name, failed=f"ray: {type(exc).__name__}: {reason}"))
+            except self.ray.exceptions.RayError as exc:  # the cluster's: stop, so --resume can continue later
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ConfigError(f"Ray failed while training {job.name}: {type(exc).__name__}: {reason}; nothing "
+                                  "of the round is lost: continue with --resume") from None
         return results
 
 

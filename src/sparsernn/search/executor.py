@@ -132,7 +132,8 @@ def advance(job: Job) -> Progress:
         task_data = corpus_for(config)
         trainer = Trainer.open(run_dir, task_data, config)
         spectra = _read_spectra(run_dir)
-        progress.attempts = log_attempt(run_dir, job.to_epoch, trainer.epoch - 1)
+        if trainer.epoch <= min(job.to_epoch, trainer.horizon):  # a start with work to do (not a no-op)
+            progress.attempts = log_attempt(run_dir, job.to_epoch, trainer.epoch - 1)
 
         def measure(epoch: int) -> None:
             if job.ls is None:

@@ -6,7 +6,9 @@ database (SQLite or PostgreSQL alike), renewed by a heartbeat thread. Taking it 
 (an ``UPDATE ... WHERE owner = <seen> AND heartbeat = <seen>``), atomic in any SQL database: of two
 drivers starting at once, one wins. A lease is free when its heartbeat is older than ``ttl`` seconds
 (a driver killed on another machine), or at once when its holder was a process on this machine that
-no longer exists (a driver killed here resumes without waiting).
+no longer exists (a driver killed here resumes without waiting). Heartbeats are the drivers' own clocks:
+machines that drive one search must agree on the time within ``ttl`` (NTP), and "this machine" is a
+host name, so containers that share one must not share a search's drivers.
 """
 
 from __future__ import annotations
@@ -95,13 +97,19 @@ class Lease:
         return renewed
 
     def release(self) -> None:
+        """Give the lease back; a database that cannot be reached now leaves it to expire after ``ttl``
+        (never hiding what ended the search)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout=self.ttl)
         t = self.table
-        with self.engine.begin() as conn:
-            conn.execute(t.delete().where(t.c.search == self.name, t.c.owner == self.owner))
-        self.engine.dispose()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(t.delete().where(t.c.search == self.name, t.c.owner == self.owner))
+        except sa.exc.SQLAlchemyError:
+            pass
+        finally:
+            self.engine.dispose()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 4):

@@ -99,8 +99,12 @@ class Search:
         if storage is not None and storage.startswith("postgresql://"):  # psycopg 3 (the postgres extra), also
             storage = "postgresql+psycopg://" + storage.removeprefix("postgresql://")  # where SQLAlchemy < 2.1
         self.storage = storage or f"sqlite:///{(self.out / DB).resolve()}"
-        self.study = optuna.create_study(study_name=STUDY, storage=self.storage, direction="minimize",
-                                         load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
+        try:
+            self.study = optuna.create_study(study_name=STUDY, storage=self.storage, direction="minimize",
+                                             load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
+        except ImportError:
+            raise ConfigError(f"--storage {self.storage.split('://')[0]}: its database driver is not installed "
+                              "(PostgreSQL: pip install 'sparsernn[postgres]')") from None
         stored = self.study.user_attrs
         if "settings" in stored:  # a search that exists: its own definition wins, nothing may change it
             if space is not None or base is not None or settings is not None:
@@ -112,6 +116,9 @@ class Search:
         else:
             if space is None or base is None:
                 raise ConfigError(f"{self.out}: no search to resume here")
+            if base.data.task != "lm":  # candidates are ranked and chosen by validation perplexity
+                raise ConfigError(f"data.task: hyperprune searches language models; a {base.data.task} config is "
+                                  "not supported yet")
             self.space, self.base, self.settings = space, base, settings or SearchSettings()
             if self.settings.e0 >= base.train.epochs:
                 raise ConfigError(f"e0 ({self.settings.e0}) must be shorter than the schedule "
@@ -143,10 +150,14 @@ class Search:
     def state(self) -> dict[str, Any]:
         return self.study.user_attrs["state"]
 
-    def _save_state(self, state: dict[str, Any]) -> None:
-        if self._lease is not None and self._lease.lost:
+    def _check_lease(self) -> None:
+        """Stop, writing nothing more, when another driver has taken the search over."""
+        if self._lease is not None and (self._lease.lost or not self._lease.renew()):
             raise ConfigError(f"{self.out}: another driver took this search over (this one stalled for more than "
                               f"{self.lease_seconds:.0f} s); stopping without writing")
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        self._check_lease()
         self.study.set_user_attr("state", state)
 
     def _reference_key(self) -> str:
@@ -265,6 +276,7 @@ class Search:
         if reference:
             jobs.insert(0, Job("reference", self._dense_config().to_dict(), str(self.reference_dir), epoch, ls))
         results = {p.name: p for p in self.executor.run(jobs)}
+        self._check_lease()  # a driver that lost its lease while the jobs ran writes nothing of them
         budget = state["budget"]
         for name, progress in results.items():
             bucket = budget.setdefault("reference" if name == "reference" else phase,

@@ -119,7 +119,8 @@ class Tagging(Task):
     def check_meta(self, meta: dict[str, Any], path: Path) -> None:
         if meta.get("vocab") != list(self.corpus.words) or meta.get("tags") != list(self.corpus.tags):
             raise CheckpointError(f"{path}: its vocabulary or tag set differs from the corpus in "
-                                  f"{self.corpus.directory} (trained on other data?)")
+                                  f"{self.corpus.directory} (trained on other data, or before sparsernn 0.3 gave "
+                                  "unknown words their shape classes?)")
 
     def describe(self) -> str:
         tokens = sum(len(w) for w, _ in self.train)
