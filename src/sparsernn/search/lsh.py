@@ -99,8 +99,11 @@ class Search:
         if storage is not None and storage.startswith("postgresql://"):  # psycopg 3 (the postgres extra), also
             storage = "postgresql+psycopg://" + storage.removeprefix("postgresql://")  # where SQLAlchemy < 2.1
         self.storage = storage or f"sqlite:///{(self.out / DB).resolve()}"
+        # its own database file holds one search; a shared database (PostgreSQL) holds one per search
+        # directory name, so several searches can share a server
+        self.study_name = STUDY if storage is None else f"{STUDY}:{self.out.resolve().name}"
         try:
-            self.study = optuna.create_study(study_name=STUDY, storage=self.storage, direction="minimize",
+            self.study = optuna.create_study(study_name=self.study_name, storage=self.storage, direction="minimize",
                                              load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
         except ImportError:
             raise ConfigError(f"--storage {self.storage.split('://')[0]}: its database driver is not installed "
@@ -331,7 +334,7 @@ class Search:
 
     def run(self) -> dict[str, Any]:
         """Run (or continue) the search to its end, holding its lease; returns the report."""
-        with Lease(self.storage, STUDY, self.lease_seconds, where=str(self.out)) as lease:
+        with Lease(self.storage, self.study_name, self.lease_seconds, where=str(self.out)) as lease:
             self._lease = lease
             try:
                 return self._run()
@@ -403,7 +406,7 @@ class Search:
         """Candidates one at a time, each reported to Optuna's Hyperband pruner after every epoch."""
         settings, horizon = self.settings, self.base.train.epochs
         pruner = optuna.pruners.HyperbandPruner(min_resource=settings.e0, max_resource=horizon, reduction_factor=2)
-        study = optuna.load_study(study_name=STUDY, storage=self.storage, pruner=pruner)
+        study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=pruner)
         grid = self.space.grid() if settings.sampler == "grid" else None
         count = len(grid) if grid is not None else settings.n
         while True:
