@@ -13,8 +13,9 @@ the traces, about +0.25 points). Units, appended to results/pos_tagging.json as 
   ``--study-train-tokens`` tokens, so its vocabulary, unknown-word classes and frequency ranks are those
   of that text; valid and test whole; ``--study-epochs`` epochs, Adam at ``--study-lr``), for each seed
   and embedding density d:
-    sparse-{up,none,down}-d  embeddings of 20 whose lengths follow frequency (up: frequent words long),
-                             d in {0.25, 0.1}; sparse-up-0.5 too
+    sparse-{up,none,down,random}-d  embeddings of 20 whose lengths follow frequency (up: frequent words
+                             long; none: the vocabulary's order, which here is frequency order already,
+                             so random is the unsorted control), d in {0.25, 0.1}; sparse-up-0.5 too
     small-dense-d            dense embeddings of round(20 d) dimensions (the same trainable count),
                              d in {0.5, 0.25, 0.1}
   and dense-1.0 (embedding 20). Seeds may run as separate processes side by side (``--seeds 1`` and
@@ -133,7 +134,7 @@ def main() -> None:
 
             study("dense-1.0", "dense-1.0", {})
             for density in (0.5, 0.25, 0.1):
-                sorts = ("up",) if density == 0.5 else ("up", "none", "down")
+                sorts = ("up",) if density == 0.5 else ("up", "none", "down", "random")
                 for sort in sorts:
                     study(f"sparse-{sort}-{density}", f"sparse-{sort}-{density}",
                           {"embedding_density": density, "embedding_sort": sort})
