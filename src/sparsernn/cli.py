@@ -440,7 +440,7 @@ def _print_results(values: dict[str, dict[str, float] | float], title: str, metr
     table = Table(title=title)
     table.add_column("split")
     for name in names:
-        table.add_column({"ppl": "perplexity"}.get(name, name), justify="right")
+        table.add_column(name, justify="right")
     for split, metrics in rows.items():
         table.add_row(split, *(f"{metrics[n]:.2%}" if n == "accuracy" else f"{metrics[n]:.2f}" for n in names))
     out.print(table)
