@@ -64,13 +64,21 @@ def train_run(config, corpus, directory: Path) -> tuple[dict[str, Any], list[dic
     return trainer.fit(test=True), trainer.history
 
 
-def ptb_corpus(data_dir: str | None, script: str):
-    """PTB for a study script, ``(corpus, its directory)``; without PTB the script stops saying so."""
-    from sparsernn.data import load_corpus, resolve_lm_dir
+def ptb_dir(data_dir: str | None, script: str) -> Path:
+    """PTB's directory for a study script; without PTB the script stops saying so."""
+    from sparsernn.data import resolve_lm_dir
 
     corpus_dir, note = resolve_lm_dir(data_dir)
     if note:
         raise SystemExit(f"{script} needs PTB: {note}")
+    return corpus_dir
+
+
+def ptb_corpus(data_dir: str | None, script: str):
+    """PTB for a study script, ``(corpus, its directory)``; without PTB the script stops saying so."""
+    from sparsernn.data import load_corpus
+
+    corpus_dir = ptb_dir(data_dir, script)
     return load_corpus(corpus_dir), corpus_dir
 
 

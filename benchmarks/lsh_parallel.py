@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_result, write_result  # noqa: E402
+from _common import ptb_dir, read_result, write_result  # noqa: E402
 
 import torch  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
-from sparsernn.data import resolve_lm_dir  # noqa: E402
 from sparsernn.search import Search, SearchSettings, load_space  # noqa: E402
 from sparsernn.search.executor import LocalExecutor  # noqa: E402
 
@@ -84,9 +83,7 @@ def main() -> None:
     if args.report_only:
         report(read_result(NAME))
         return
-    corpus_dir, note = resolve_lm_dir(args.data_dir)
-    if note:
-        raise SystemExit(f"lsh_parallel.py needs PTB: {note}")
+    corpus_dir = ptb_dir(args.data_dir, "lsh_parallel.py")
     torch.set_num_threads(1)
     import ray
 

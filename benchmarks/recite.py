@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ptb_corpus, read_result, save_units, stored_or, train_run  # noqa: E402
+from _common import ptb_dir, read_result, save_units, stored_or, train_run  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import load_corpus  # noqa: E402
@@ -129,9 +129,8 @@ def main() -> None:
     if args.report_only:
         report(read_result(NAME))
         return
-    _, ptb_dir = ptb_corpus(args.data_dir, "recite.py")
     base = resolve_config(PRESET)
-    corpus_dir = recite_corpus(ptb_dir, Path(args.out), base.data.train_tokens)
+    corpus_dir = recite_corpus(ptb_dir(args.data_dir, "recite.py"), Path(args.out), base.data.train_tokens)
     corpus = load_corpus(corpus_dir)
     vocab = len(corpus.vocab)
     epochs = args.epochs or base.train.epochs

@@ -99,12 +99,6 @@ class TaggedCorpus:
     def split(self, name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return {"train": self.train, "valid": self.valid, "test": self.test}[name]
 
-    def frequencies(self) -> torch.Tensor:
-        counts = torch.zeros(len(self.words), dtype=torch.long)
-        for words, _ in self.train:
-            counts += torch.bincount(words, minlength=len(self.words))
-        return counts
-
     def encode(self, tokens: list[str]) -> torch.Tensor:
         ids = {w: i for i, w in enumerate(self.words)}
         return torch.tensor([word_id(t, ids) for t in tokens], dtype=torch.long)
