@@ -59,6 +59,9 @@ def test_bad_config_file_is_one_line_naming_file_and_field(tmp_path, text, expec
 def test_missing_config_and_unknown_preset():
     with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
         resolve_config(None, "nope.yaml")
+    with pytest.raises(ConfigError, match=r"ptb-small: config file not found \(a preset of that name exists: "
+                                          r"--preset ptb-small\)"):
+        resolve_config(None, "ptb-small")
     with pytest.raises(ConfigError, match=r"unknown preset 'nope'; available: .*ptb-small"):
         resolve_config("nope")
 

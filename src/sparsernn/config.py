@@ -265,7 +265,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        hint = f" (a preset of that name exists: --preset {path.name})" if path.name in list_presets() else ""
+        raise ConfigError(f"{path}: config file not found{hint}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc})") from None
     try:

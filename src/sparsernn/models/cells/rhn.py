@@ -15,11 +15,12 @@ as it reads an LSTM's: ``weight_ih (G*H, I)`` (gates stacked in rows: H, T[, C])
 columns k of every ``weight_hh_l``, as the ISS paper defines it for RHNs.
 
 Speed: the sequence runs in ``RHNSequence``, an autograd function with a hand-written backward. Its
-forward keeps no autograd graph; its backward runs the recurrence in reverse with one matrix product
-per micro-layer and step, and computes each weight's gradient as *one* product over all steps (where
-autograd makes ``T`` thin ones). The input projection of the whole window is one product. The plain
-autograd loop (``rhn_reference``) computes the same numbers (tests agree to 1e-12 in float64) and is
-what a layer built with ``fast=False`` runs.
+forward keeps no autograd graph and writes every micro-layer's gate values and state straight into
+the buffers the backward reads (four operations per coupled micro-layer); its backward runs the
+recurrence in reverse with three operations per micro-layer, and computes each weight's gradient as
+*one* product over all steps (where autograd makes ``T`` thin ones). The input projection of the
+whole window is one product. The plain autograd loop (``rhn_reference``) computes the same numbers
+(tests agree to 1e-10 in float64) and is what a layer built with ``fast=False`` runs.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _micro_step(pre: torch.Tensor, s: torch.Tensor, hidden: int, coupled: bool):
     h = torch.tanh(pre[:, :hidden])
     t = torch.sigmoid(pre[:, hidden:2 * hidden])
     if coupled:
-        return torch.addcmul(s, t, h - s), h, t, None
+        return torch.lerp(s, h, t), h, t, None  # s + t (h - s)
     c = torch.sigmoid(pre[:, 2 * hidden:])
     return h * t + s * c, h, t, c
 
@@ -60,8 +61,36 @@ def rhn_reference(xw: torch.Tensor, s: torch.Tensor, weights: list[torch.Tensor]
     return torch.stack(outputs), s
 
 
+def rhn_coefficients(states: torch.Tensor, values: torch.Tensor, coupled: bool, out: torch.Tensor) -> torch.Tensor:
+    """The micro-layers' local derivatives, for every step at once (pure elementwise math).
+
+    ``states (N, B, H)`` are the states entering N micro-layers, ``values (N, B, G*H)`` their gate
+    values ``h, t (, c)``. Writes ``d s_l / d pre_g`` into ``out (N, B, G*H)`` (coupled:
+    ``t (1 - h^2)``, ``(h - s) t (1 - t)``; uncoupled: ``t (1 - h^2)``, ``h t (1 - t)``, ``s c (1 - c)``)
+    and returns the carry ``d s_l / d s_{l-1}`` through the highway: ``1 - t`` or ``c``.
+    """
+    hidden = states.shape[-1]
+    h, t = values[..., :hidden], values[..., hidden:2 * hidden]
+    torch.mul(t, 1 - h * h, out=out[..., :hidden])
+    not_t = 1 - t
+    if coupled:
+        torch.mul((h - states) * t, not_t, out=out[..., hidden:])
+        return not_t
+    c = values[..., 2 * hidden:]
+    torch.mul(h * t, not_t, out=out[..., hidden:2 * hidden])
+    torch.mul(states * c, 1 - c, out=out[..., 2 * hidden:])
+    return c
+
+
 class RHNSequence(torch.autograd.Function):
-    """``(xw, s0, masks, coupled, *weights, *biases) -> (outputs (T, B, H), last state (B, H))``."""
+    """``(xw, s0, masks, coupled, *weights, *biases) -> (outputs (T, B, H), last state (B, H))``.
+
+    Micro-layer ``i = t * depth + l`` reads ``states[i]`` and writes ``states[i + 1]``; its gate values
+    go straight into ``values[i]``, so a coupled micro-layer is four operations forward (a product,
+    tanh, sigmoid, lerp) and three backward, where autograd records about twenty. The derivatives that
+    do not depend on the incoming gradient are computed for the whole window in a few large
+    operations before the reverse sweep.
+    """
 
     @staticmethod
     def forward(ctx, xw, s0, masks, coupled, *params):
@@ -69,62 +98,64 @@ class RHNSequence(torch.autograd.Function):
         weights, biases = params[:depth], params[depth:]
         steps, batch, hidden = xw.shape[0], s0.shape[0], s0.shape[1]
         gates = weights[0].shape[0] // hidden
-        # what backward needs, per step and micro-layer: the incoming state and the gate values
-        states = xw.new_empty(steps, depth, batch, hidden)
-        values = xw.new_empty(steps, depth, batch, gates * hidden)  # h, t (, c)
-        outputs = xw.new_empty(steps, batch, hidden)
-        s = s0
+        count = steps * depth
+        states = xw.new_empty(count + 1, batch, hidden)
+        values = xw.new_empty(count, batch, gates * hidden)  # h, t (, c) per micro-layer
+        states[0] = s0
+        state_at, value_at = states.unbind(0), values.unbind(0)
+        h_at, t_at = values[..., :hidden].unbind(0), values[..., hidden:2 * hidden].unbind(0)
+        c_at = values[..., 2 * hidden:].unbind(0) if not coupled else None
+        first = xw + biases[0]  # the first micro-layer's bias joins the input projection once
+        transposed = [w.T for w in weights]
         for t in range(steps):
             for layer in range(depth):
-                states[t, layer] = s
+                i = t * depth + layer
+                s = state_at[i]
                 read = s if masks is None else s * masks[layer]
-                pre = torch.addmm(biases[layer], read, weights[layer].T)
-                if layer == 0:
-                    pre += xw[t]
-                s, h, gate, carry = _micro_step(pre, s, hidden, coupled)
-                values[t, layer, :, :hidden] = h
-                values[t, layer, :, hidden:2 * hidden] = gate
-                if carry is not None:
-                    values[t, layer, :, 2 * hidden:] = carry
-            outputs[t] = s
-        ctx.coupled = coupled
-        ctx.has_masks = masks is not None
+                torch.addmm(first[t] if layer == 0 else biases[layer], read, transposed[layer], out=value_at[i])
+                h, gate = h_at[i].tanh_(), t_at[i].sigmoid_()
+                if coupled:
+                    torch.lerp(s, h, gate, out=state_at[i + 1])
+                else:
+                    torch.addcmul(h * gate, s, c_at[i].sigmoid_(), out=state_at[i + 1])
+        ctx.coupled, ctx.has_masks, ctx.depth = coupled, masks is not None, depth
         ctx.save_for_backward(states, values, masks if masks is not None else xw.new_empty(0), *weights)
-        return outputs, s
+        return states[depth::depth].clone(), state_at[-1].clone()
 
     @staticmethod
     def backward(ctx, grad_outputs, grad_state):
         states, values, masks, *weights = ctx.saved_tensors
         masks = masks if ctx.has_masks else None
-        steps, depth, batch, hidden = states.shape
-        gates = values.shape[-1] // hidden
-        grad_pre = states.new_empty(steps, depth, batch, gates * hidden)
+        depth = ctx.depth
+        count, batch, width = values.shape
+        steps, hidden = count // depth, states.shape[-1]
+        gates = width // hidden
+        grad_pre = torch.empty_like(values)  # holds the local derivatives until ds multiplies them in
+        pre_at = grad_pre.view(count, batch, gates, hidden).unbind(0)
+        # the backward product reads W in the layout the forward product reads W^T: faster on CPU kernels
+        transposed = [w.T.contiguous().T for w in weights]
         ds = grad_state.clone() if grad_state is not None else states.new_zeros(batch, hidden)
         for t in reversed(range(steps)):
             if grad_outputs is not None:
                 ds += grad_outputs[t]
+            # one step's micro-layers at a time: small enough to stay in cache, few enough operations
+            window = slice(t * depth, (t + 1) * depth)
+            carry_at = rhn_coefficients(states[window], values[window], ctx.coupled, grad_pre[window]).unbind(0)
             for layer in reversed(range(depth)):
-                s, h = states[t, layer], values[t, layer, :, :hidden]
-                gate = values[t, layer, :, hidden:2 * hidden]
-                dpre = grad_pre[t, layer]
-                torch.mul(ds * gate, 1 - h * h, out=dpre[:, :hidden])
-                if ctx.coupled:
-                    torch.mul(ds * (h - s), gate * (1 - gate), out=dpre[:, hidden:])
-                    direct = ds * (1 - gate)
-                else:
-                    carry = values[t, layer, :, 2 * hidden:]
-                    torch.mul(ds * h, gate * (1 - gate), out=dpre[:, hidden:2 * hidden])
-                    torch.mul(ds * s, carry * (1 - carry), out=dpre[:, 2 * hidden:])
-                    direct = ds * carry
-                through = dpre @ weights[layer]
-                ds = direct + (through if masks is None else through * masks[layer])
+                i = t * depth + layer
+                dpre = pre_at[i].mul_(ds.unsqueeze(1)).view(batch, width)
+                through = dpre @ transposed[layer]
+                ds = (through if masks is None else through.mul_(masks[layer])).addcmul_(ds, carry_at[layer])
         # each weight's gradient is one product over every step of the window
-        flat_pre = grad_pre.transpose(0, 1).reshape(depth, steps * batch, gates * hidden)
-        read = states if masks is None else states * masks.unsqueeze(0)
+        flat_pre = grad_pre.view(steps, depth, batch, width).transpose(0, 1).reshape(depth, steps * batch, width)
+        read = states[:-1].view(steps, depth, batch, hidden)
+        if masks is not None:
+            read = read * masks.unsqueeze(0)
         flat_read = read.transpose(0, 1).reshape(depth, steps * batch, hidden)
         grad_weights = torch.bmm(flat_pre.transpose(1, 2), flat_read)
         grad_biases = flat_pre.sum(1)
-        return (grad_pre[:, 0].clone(), ds, None, None, *grad_weights.unbind(0), *grad_biases.unbind(0))
+        grad_xw = grad_pre.view(steps, depth, batch, width)[:, 0].clone()
+        return (grad_xw, ds, None, None, *grad_weights.unbind(0), *grad_biases.unbind(0))
 
 
 # ---- the module ------------------------------------------------------------------------------------
