@@ -35,7 +35,7 @@ def report(result: dict) -> None:
           f"{t['ranking']:.1f} s, storage, bookkeeping and plots {t['other']:.1f} s")
     print(f"  search overhead {100 * result['overhead_fraction']:.1f}% of the wall time (target < "
           f"{100 * TARGET_OVERHEAD:.0f}%: {'PASS' if result['overhead_fraction'] < TARGET_OVERHEAD else 'FAIL'})")
-    print(f"  epochs: " + ", ".join(f"{phase} {b['epochs']}" for phase, b in result["budget"].items()
+    print("  epochs: " + ", ".join(f"{phase} {b['epochs']}" for phase, b in result["budget"].items()
                                     if isinstance(b, dict)))
     print(f"  winner {result['winner']} ({result['winner_method']}): valid ppl {result['winner_val_ppl']:.2f}, "
           f"test ppl {result['winner_test_ppl']:.2f}")

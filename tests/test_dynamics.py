@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from sparsernn.config import ModelConfig
 from sparsernn.dynamics import lyapunov_spectrum
