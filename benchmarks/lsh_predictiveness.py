@@ -151,7 +151,7 @@ def main() -> None:
             continue
         result["candidates"].append({
             "name": name, "params": params, "spectra": early.spectra, "val_loss_e0": early.val_loss[args.e0],
-            "val_ppl": final.val_ppl, "final_val_ppl": min(final.val_ppl.values()),
+            "val_ppl": final.val_metric, "final_val_ppl": min(final.val_metric.values()),
             "seconds": time.perf_counter() - started})
         print(f"{name}: final val ppl {result['candidates'][-1]['final_val_ppl']:.2f} "
               f"({len(result['candidates'])}/{len(points)})", flush=True)

@@ -145,7 +145,7 @@ def main() -> None:
 
             model, cfg, _, _ = load_model(out / unit)
             test = build_task(cfg, corpus_for(cfg)).evaluate(model, "test")
-            result["units"][unit] = {"test_ppl": test["ppl"], "best_val_ppl": min(progress.val_ppl.values()),
+            result["units"][unit] = {"test_ppl": test["ppl"], "best_val_ppl": min(progress.val_metric.values()),
                                      "compute_seconds": progress.train_seconds, "epochs": progress.epochs_trained}
         else:
             settings = SearchSettings(n=args.n, e0=args.e0, ei=args.ei, survivors=args.survivors, seed=0,

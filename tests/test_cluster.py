@@ -232,15 +232,6 @@ def test_a_driver_that_lost_its_lease_writes_nothing_more(synthetic_dir, tmp_pat
     assert search.state["round"] == 0
 
 
-def test_a_tagging_config_is_refused_by_the_search_in_one_line(tmp_path):
-    from sparsernn.config import validate
-    from sparsernn.errors import ConfigError
-
-    base = validate({"data": {"task": "tagging"}, "train": {"epochs": 3}}, "test")
-    with pytest.raises(ConfigError, match="data.task: hyperprune searches language models; a tagging config"):
-        Search(tmp_path / "s", SearchSpace.model_validate(SPACE), base, SearchSettings(**SETTINGS))
-
-
 def test_searches_sharing_a_database_are_studies_of_their_own(synthetic_dir, tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     first = tiny_search(tmp_path / "first", synthetic_dir, storage=url)

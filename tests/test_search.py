@@ -65,6 +65,10 @@ def test_pca2_distance_is_zero_for_the_reference_and_grows_with_the_gap():
     assert set(points) == {"reference", "near", "far", "same"} and set(points["far"]) == {0, 1}
     raw, _ = ls_distances(ref, {"far": far}, 1, "raw", k=2)
     assert raw["far"] == pytest.approx(((1.0 - 0.1) ** 2 + (0.5 + 0.9) ** 2) ** 0.5)
+    # k beyond the state's size means all exponents (a tagger's 10-unit state under the default k=64)
+    assert ls_distances(ref, {"far": far}, 1, "raw", k=64)[0] == ls_distances(ref, {"far": far}, 1, "raw")[0]
+    with pytest.raises(ValueError, match="spectra of different lengths"):
+        ls_distances(ref, {"short": {0: [0.0, -1.0], 1: [0.1, -1.0]}}, 1, "raw", k=64)
 
 
 def test_rounds_eliminate_the_farther_half_and_insert_a_quarter_from_the_archive(tpe_search):

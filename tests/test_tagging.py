@@ -157,3 +157,32 @@ def test_unknown_words_are_read_as_their_shape_class_trained_on_training_singlet
     assert corpus.valid[0][0].tolist() == [5, 4, 1]  # unseen "talking" reads as <unk-ing>; "cat" has no class
     assert corpus.test[0][0].tolist() == [3, 6]  # "Rex": <unk-Cap>
     assert word_id("Walks", ids) == 2 and word_id("Opening", ids) == 3  # <unk-Cap-ing> untrained: <unk-Cap>
+
+
+def test_hyperprune_searches_a_tagger_and_picks_the_winner_by_validation_accuracy(pos_dir, tmp_path):
+    import json
+
+    import yaml
+
+    config = tmp_path / "tagger.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"task": "tagging", "batch_size": 10},
+        "model": {"cell": "lstm", "hidden_sizes": [12], "embedding_size": 8, "projection_size": 6},
+        "optim": {"name": "adam", "lr": 0.02, "clip": None}, "train": {"epochs": 3, "device": "cpu"}}))
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"density": 0.5, "choices": {"method": ["set", "static"],
+                                                                 "init": ["uniform", "er"]}}))
+    result = cli_in_process("hyperprune", "--config", config, "--data-dir", pos_dir, "--space", space,
+                            "--sampler", "grid", "--e0", "1", "--survivors", "2", "--k", "4", "--samples", "2",
+                            "--steps", "10", "--out", tmp_path / "search")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "search" / "report.json").read_text())
+    assert report["metric"] == {"name": "accuracy", "goal": "max"}
+    finished = {r["name"]: r["best_val_accuracy"] for r in report["candidates"]
+                if r["status"] in ("winner", "survivor")}
+    assert len(finished) == 2 and report["winner"] == max(finished, key=finished.get)
+    assert 0.5 < finished[report["winner"]] <= 1.0 and 0.5 < report["test"]["test_accuracy"] <= 1.0
+    best = [value for _, value in report["time_to_target"]]
+    assert best == sorted(best) and best[-1] == max(finished.values())  # the best accuracy found only rises
+    assert "val_accuracy_vs_epoch.png" in {p.rsplit("/", 1)[-1] for p in report["plots"]}
+    assert "valid accuracy" in result.stdout and "test accuracy" in result.stdout and "ppl" not in result.stdout

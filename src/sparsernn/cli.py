@@ -354,7 +354,7 @@ def _hyperprune(
 ) -> None:
     """Hyperpruning: search pruning methods and their settings, guided by Lyapunov spectra (LSH).
 
-    Candidates train a few epochs; each round drops the half farthest from the dense reference in LS space and adds new ones proposed from what was learned; the survivors train to the end and the best by validation perplexity wins (its test perplexity is measured once).
+    Candidates train a few epochs; each round drops the half farthest from the dense reference in LS space and adds new ones proposed from what was learned; the survivors train to the end and the best by the task's validation metric wins (perplexity for a language model, accuracy for a tagger; its test score is measured once).
 
     Example: sparsernn hyperprune --space paper --preset ptb-small --sampler grid --e0 2 --survivors 3 --out runs/hp
     """
@@ -403,10 +403,12 @@ def _hyperprune(
         err.print(f"interrupted; continue with: sparsernn hyperprune --resume {search.out}")
         raise typer.Exit(130) from None
     out.print(search.leaderboard())
-    test = report["test"] or {}
-    out.print(f"winner {report['winner']}: {report['winner_config']['sparsity']['method']}, valid ppl "
-              f"{min(r['best_val_ppl'] for r in report['candidates'] if r['name'] == report['winner']):.2f}, "
-              f"test ppl {test.get('test_ppl', float('nan')):.2f}", soft_wrap=True)
+    test, metric = report["test"] or {}, report["metric"]["name"]
+    winner = next(r for r in report["candidates"] if r["name"] == report["winner"])
+    shown = (lambda v: f"{100 * v:.2f}%") if metric == "accuracy" else (lambda v: f"{v:.2f}")
+    out.print(f"winner {report['winner']}: {report['winner_config']['sparsity']['method']}, valid {metric} "
+              f"{shown(winner[f'best_val_{metric}'])}, test {metric} {shown(test.get(f'test_{metric}', float('nan')))}",
+              soft_wrap=True)
     overhead = report["search_overhead"]
     out.print(f"compute {report['compute_seconds']:.0f} s; search overhead {100 * overhead['fraction']:.1f}% "
               f"(spectra {overhead['ls_seconds']:.1f} s, ranking and sampling "

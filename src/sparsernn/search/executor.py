@@ -57,7 +57,7 @@ class Progress:
     epoch: int = 0
     spectra: dict[str, dict[int, list[float | None]]] = field(default_factory=dict)  # state -> epoch -> exponents
     val_loss: dict[int, float] = field(default_factory=dict)
-    val_ppl: dict[int, float] = field(default_factory=dict)
+    val_metric: dict[int, float] = field(default_factory=dict)  # the task's primary metric (LM: perplexity)
     train_seconds: float = 0.0  # spent by this job: training and validation
     ls_seconds: float = 0.0  # spent by this job: spectra
     epochs_trained: int = 0  # by this job
@@ -121,6 +121,7 @@ def advance(job: Job) -> Progress:
     the initial model, epoch 0)."""
     from sparsernn.config import upgrade_stored_config, validate
     from sparsernn.dynamics import lyapunov_spectrum
+    from sparsernn.dynamics.jacobians import stack_params, state_sizes
     from sparsernn.files import atomic_write_text
     from sparsernn.runs import RunDir
     from sparsernn.train import Trainer
@@ -143,9 +144,12 @@ def advance(job: Job) -> Progress:
             for state in job.ls.states:
                 if epoch in spectra.get(state, {}):
                     continue
+                # k exponents, or all of them when the state has no more than k (a small tagger's does not)
+                size = sum(state_sizes(stack_params(trainer.model), state))
+                k = job.ls.k if job.ls.k is not None and job.ls.k < size else None
                 with trainer.evaluation_weights():
-                    spectrum = lyapunov_spectrum(trainer.model, sequences, k=job.ls.k, state=state, basis=job.ls.basis,
-                                                 qr_every=job.ls.qr_every if job.ls.k is not None else 1)
+                    spectrum = lyapunov_spectrum(trainer.model, sequences, k=k, state=state, basis=job.ls.basis,
+                                                 qr_every=job.ls.qr_every if k is not None else 1)
                 spectra.setdefault(state, {})[epoch] = spectrum.to_dict()["exponents"]
             RunDir(run_dir).create()
             atomic_write_text(run_dir / SPECTRA, json.dumps({s: {str(e): v for e, v in by.items()}
@@ -162,7 +166,8 @@ def advance(job: Job) -> Progress:
         progress.epoch = trainer.epoch - 1
         progress.spectra = spectra
         progress.val_loss = {r["epoch"]: r["val_loss"] for r in trainer.history}
-        progress.val_ppl = {r["epoch"]: r["val_ppl"] for r in trainer.history}
+        key = f"val_{trainer.task.primary.name}"
+        progress.val_metric = {r["epoch"]: r[key] for r in trainer.history}
     except SparsernnError as exc:
         progress.failed = str(exc)
     except Exception as exc:  # a crash of one candidate must not end the search; its reason is kept

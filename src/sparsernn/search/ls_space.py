@@ -5,7 +5,7 @@ reference's. Pure functions: spectra in, numbers out.
 0..E are projected to two dimensions by one PCA (the "LS space"), and a candidate's distance is the
 L2 distance between its point and the reference's at epoch E. ``raw`` (what the public code
 computes): the L2 distance between the raw spectra at epoch E. Either uses the first ``k`` exponents
-of each spectrum (sorted descending) or all of them.
+of each spectrum (sorted descending) or all of them (also when a state has no more than ``k``).
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ DISTANCES = ("pca2", "raw")
 
 
 def _matrix(rows: list[list[float | None]], k: int | None) -> np.ndarray:
-    """Spectra as rows of a float matrix, cut to ``k``; -inf (stored as None) becomes the lowest finite
-    exponent seen, so a collapsed direction counts as maximally contracting, not as missing."""
-    width = min(len(r) for r in rows) if k is None else k
+    """Spectra as rows of a float matrix, cut to ``k`` (all of them when they are no longer); -inf
+    (stored as None) becomes the lowest finite exponent seen, so a collapsed direction counts as
+    maximally contracting, not as missing."""
+    width = min(len(r) for r in rows) if k is None else min(k, max(len(r) for r in rows))
     if any(len(r) < width for r in rows):
-        raise ValueError(f"spectra shorter than k={k}")
+        raise ValueError(f"spectra of different lengths ({min(len(r) for r in rows)} and {width}): not one model's")
     matrix = np.array([[np.nan if x is None else x for x in r[:width]] for r in rows], dtype=np.float64)
     finite = matrix[np.isfinite(matrix)]
     floor = finite.min() if finite.size else -1.0

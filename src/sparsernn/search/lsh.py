@@ -42,6 +42,7 @@ from sparsernn.search.report import leaderboard, write_report
 from sparsernn.search.samplers import propose
 from sparsernn.search.space import SearchSpace
 from sparsernn.sparsity import resolve_method
+from sparsernn.tasks import primary_metric
 
 STUDY = "hyperprune"
 DB = "search.db"
@@ -119,9 +120,6 @@ class Search:
         else:
             if space is None or base is None:
                 raise ConfigError(f"{self.out}: no search to resume here")
-            if base.data.task != "lm":  # candidates are ranked and chosen by validation perplexity
-                raise ConfigError(f"data.task: hyperprune searches language models; a {base.data.task} config is "
-                                  "not supported yet")
             self.space, self.base, self.settings = space, base, settings or SearchSettings()
             if self.settings.e0 >= base.train.epochs:
                 raise ConfigError(f"e0 ({self.settings.e0}) must be shorter than the schedule "
@@ -134,6 +132,9 @@ class Search:
                                ("state", {"phase": "start", "round": 0, "epoch": self.settings.e0, "alive": [],
                                           "budget": {}, "time_to_target": [], "compute_seconds": 0.0})):
                 self.study.set_user_attr(key, value)  # settings last but one: "settings" marks a complete start
+        # candidates are compared by their task's primary validation metric: perplexity (lower is
+        # better) for a language model, accuracy (higher) for a tagger
+        self.metric = primary_metric(self.base)
         self.executor = executor or LocalExecutor(self.settings.workers)
         self._ids: dict[str, tuple[int, int, dict[str, Any]]] = {}
         self._finished: set[str] = set()
@@ -230,20 +231,21 @@ class Search:
     # ---- what it shows ---------------------------------------------------------------------------
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per candidate: its point of the space, status, epoch, scores and perplexities."""
-        rows = []
+        """One row per candidate: its point of the space, status, epoch, scores and validation metric
+        (keys named after it: ``val_ppl`` and ``best_val_ppl`` for a language model)."""
+        rows, key = [], f"val_{self.metric.name}"
         for name, trial in sorted(self.candidates().items()):
             attrs = trial.user_attrs
-            ppl = {int(e): v for e, v in attrs.get("val_ppl", {}).items()}
+            values = {int(e): v for e, v in attrs.get(key, {}).items()}
             rows.append({"name": name, "params": attrs.get("params", {}), "status": attrs.get("status", "alive"),
                          "round": attrs.get("round"), "epoch": attrs.get("epoch", 0),
                          "scores": {int(e): v for e, v in attrs.get("scores", {}).items()},
-                         "val_ppl": ppl, "best_val_ppl": min(ppl.values()) if ppl else None,
+                         key: values, f"best_{key}": self.metric.best(values.values()) if values else None,
                          "failed": attrs.get("failed"), "retries": attrs.get("retries", {})})
         return rows
 
     def leaderboard(self, scores: dict[str, float] | None = None):
-        return leaderboard(self.rows(), self.settings.sampler, self.settings.rank_by, scores)
+        return leaderboard(self.rows(), self.settings.sampler, self.settings.rank_by, self.metric.name, scores)
 
     def report(self) -> dict[str, Any]:
         """Where the search stands: candidates, winner and its test metrics, budget, overhead, time to target."""
@@ -256,6 +258,7 @@ class Search:
             "settings": self.settings.model_dump(mode="json"),
             "space": self.space.model_dump(mode="json"),
             "phase": state["phase"],
+            "metric": {"name": self.metric.name, "goal": self.metric.goal},
             "winner": state.get("winner"),
             "winner_config": self.candidate_config(state["winner"]).to_dict() if state.get("winner") else None,
             "test": state.get("test"),
@@ -305,10 +308,10 @@ class Search:
                 state["alive"] = [n for n in state["alive"] if n != name]
                 continue
             self._set(name, "epoch", progress.epoch)
-            self._set(name, "val_ppl", {str(e): v for e, v in progress.val_ppl.items()})
-            best = min(progress.val_ppl.values(), default=math.inf)
-            curve = state["time_to_target"]
-            if math.isfinite(best) and (not curve or best < curve[-1][1]):
+            self._set(name, f"val_{self.metric.name}", {str(e): v for e, v in progress.val_metric.items()})
+            best = self.metric.best(progress.val_metric.values()) if progress.val_metric else math.nan
+            curve = state["time_to_target"]  # the best validation metric found so far, against compute spent
+            if math.isfinite(best) and (not curve or self.metric.better(best, curve[-1][1])):
                 curve.append([state["compute_seconds"], best])
         return results
 
@@ -446,10 +449,11 @@ class Search:
         horizon = self.base.train.epochs
         self.reporter.message(f"final: {', '.join(state['alive'])} to epoch {horizon}")
         results = self._train(list(state["alive"]), horizon, "final", state)
-        finished = {name: min(results[name].val_ppl.values()) for name in state["alive"] if name in results}
+        finished = {name: self.metric.best(results[name].val_metric.values())
+                    for name in state["alive"] if name in results and results[name].val_metric}
         if not finished:
             raise ConfigError("every candidate failed; see report.json for the reasons")
-        winner = min(finished, key=lambda n: (finished[n], n))
+        winner = min(finished, key=lambda n: (self.metric.order(finished[n]), n))
         if "test" not in state:  # measured once, for the winner only
             from sparsernn.runs import load_model
             from sparsernn.search.executor import corpus_for
@@ -459,7 +463,7 @@ class Search:
             task = build_task(config, corpus_for(config))
             state["test"] = {"winner": winner, **{f"test_{k}": v for k, v in task.evaluate(model, "test").items()}}
         for name in state["alive"]:
-            self._set(name, "final_val_ppl", finished.get(name))
+            self._set(name, f"final_val_{self.metric.name}", finished.get(name))
             scores = self.candidates()[name].user_attrs.get("scores", {})
             last = scores[max(scores, key=int)] if scores else finished.get(name, math.inf)
             self._finish_trial(name, "winner" if name == winner else "survivor", last)

@@ -17,23 +17,35 @@ def _describe(params: dict[str, Any]) -> str:
                     f"{k.removeprefix('sparsity.')}={v}" for k, v in params.items())
 
 
-def leaderboard(rows: list[dict[str, Any]], sampler: str, rank_by: str, scores: dict[str, float] | None = None) -> Table:
-    """Candidates by their latest score (distance or loss), then the rest; ``scores`` marks this round's."""
+def leaderboard(rows: list[dict[str, Any]], sampler: str, rank_by: str, metric_name: str = "ppl",
+                scores: dict[str, float] | None = None) -> Table:
+    """Candidates by their latest score (distance or loss), then the rest; ``scores`` marks this round's.
+    ``metric_name`` is the task's primary validation metric the rows carry (``best_val_<name>``)."""
     metric = "LS distance" if rank_by == "ls" else "val loss"
+    best = f"best val {metric_name}"
 
     def latest(row):
         return row["scores"][max(row["scores"])] if row["scores"] else math.inf
 
     table = Table(title=f"hyperprune leaderboard ({sampler}, ranked by {metric})")
-    for column in ("candidate", "configuration", "status", "epoch", metric, "best val ppl"):
-        table.add_column(column, justify="right" if column in ("epoch", metric, "best val ppl") else "left")
+    for column in ("candidate", "configuration", "status", "epoch", metric, best):
+        table.add_column(column, justify="right" if column in ("epoch", metric, best) else "left")
     for row in sorted(rows, key=lambda r: (r["status"] in ("eliminated", "failed"), latest(r), r["name"])):
         score = latest(row)
         table.add_row(row["name"], _describe(row["params"]), row["status"] + (" *" if scores and row["name"] in scores
                                                                                 else ""),
                       str(row["epoch"]), "-" if not math.isfinite(score) else f"{score:.4g}",
-                      "-" if row["best_val_ppl"] is None else f"{row['best_val_ppl']:.2f}")
+                      _value(row[f"best_val_{metric_name}"], metric_name))
     return table
+
+
+def _value(value: float | None, metric_name: str) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}%" if metric_name == "accuracy" else f"{value:.2f}"
+
+
+METRIC_LABELS = {"ppl": "validation perplexity", "accuracy": "validation accuracy"}
 
 
 def write_report(out: Path, report: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +73,8 @@ def plot_search(directory: Path, report: dict[str, Any]) -> list[Path]:
     plt = pyplot()
     out = directory / "plots"
     rows = report["candidates"]
+    metric = report.get("metric", {}).get("name", "ppl")
+    label = METRIC_LABELS.get(metric, f"validation {metric}")
     paths = []
     for points_file in sorted((directory / "ls_space").glob("round-*.json")):
         points = json.loads(points_file.read_text())
@@ -77,7 +91,7 @@ def plot_search(directory: Path, report: dict[str, Any]) -> list[Path]:
         fig.tight_layout()
         paths.append(save_figure(fig, plt, out / f"ls_space_{points_file.stem}.png"))
     for key, label, filename in (("scores", "LS distance" if report["settings"]["rank_by"] == "ls" else "val loss",
-                                  "score_vs_epoch.png"), ("val_ppl", "validation perplexity", "val_ppl_vs_epoch.png")):
+                                  "score_vs_epoch.png"), (f"val_{metric}", label, f"val_{metric}_vs_epoch.png")):
         if not any(row[key] for row in rows):
             continue  # nothing of this kind was measured (no LS distances without a reference)
         fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
@@ -89,7 +103,7 @@ def plot_search(directory: Path, report: dict[str, Any]) -> list[Path]:
                         label=f"{row['name']} ({row['status']})")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-        if key == "val_ppl":
+        if key == "val_ppl":  # perplexities span orders of magnitude early in training
             ax.set_yscale("log")
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()
@@ -100,8 +114,9 @@ def plot_search(directory: Path, report: dict[str, Any]) -> list[Path]:
         ax.step([c[0] for c in curve] + [report["compute_seconds"]], [c[1] for c in curve] + [curve[-1][1]],
                 where="post")
         ax.set_xlabel("compute seconds spent (training, validation, spectra)")
-        ax.set_ylabel("best validation perplexity found")
-        ax.set_yscale("log")
+        ax.set_ylabel(f"best {label} found")
+        if metric == "ppl":
+            ax.set_yscale("log")
         fig.tight_layout()
         paths.append(save_figure(fig, plt, out / "time_to_target.png"))
     return paths

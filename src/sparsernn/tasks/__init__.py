@@ -25,6 +25,11 @@ def build_task(config: RunConfig, data: Task | Corpus | TaggedCorpus, device: to
     raise TypeError(f"expected a Task or a corpus, got {type(data).__name__}")
 
 
+def primary_metric(config: RunConfig) -> Metric:
+    """The validation metric that picks the best epoch (and a search's winner) for ``config``'s task."""
+    return (Tagging if config.data.task == "tagging" else LanguageModelling).primary
+
+
 def load_data(config: RunConfig) -> tuple[Corpus | TaggedCorpus, Path, str | None]:
     """The corpus ``config.data`` names for its task: ``(corpus, its directory, a note or None)``. A
     language model without a directory finds PTB or falls back to a generated corpus; a tagger finds
@@ -45,4 +50,4 @@ def load_data(config: RunConfig) -> tuple[Corpus | TaggedCorpus, Path, str | Non
     return load_corpus(directory), directory, note
 
 
-__all__ = ["TASKS", "LanguageModelling", "Metric", "Tagging", "Task", "build_task", "load_data"]
+__all__ = ["TASKS", "LanguageModelling", "Metric", "Tagging", "Task", "build_task", "load_data", "primary_metric"]

@@ -34,6 +34,14 @@ class Metric:
             return True
         return value < than if self.goal == "min" else value > than
 
+    def best(self, values) -> float:
+        """The best of ``values`` (an iterable of floats; non-empty)."""
+        return min(values) if self.goal == "min" else max(values)
+
+    def order(self, value: float) -> float:
+        """A sort key: ascending order puts the best value first."""
+        return value if self.goal == "min" else -value
+
 
 class Task(ABC):
     """One learning problem. ``kind`` names its checkpoints; ``primary`` is the validation metric that
