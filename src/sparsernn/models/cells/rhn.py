@@ -85,11 +85,13 @@ def rhn_coefficients(states: torch.Tensor, values: torch.Tensor, coupled: bool, 
 class RHNSequence(torch.autograd.Function):
     """``(xw, s0, masks, coupled, *weights, *biases) -> (outputs (T, B, H), last state (B, H))``.
 
-    Micro-layer ``i = t * depth + l`` reads ``states[i]`` and writes ``states[i + 1]``; its gate values
-    go straight into ``values[i]``, so a coupled micro-layer is four operations forward (a product,
-    tanh, sigmoid, lerp) and three backward, where autograd records about twenty. The derivatives that
-    do not depend on the incoming gradient are computed for the whole window in a few large
-    operations before the reverse sweep.
+    Buffers are laid out by micro-layer first: ``states[l, t]`` is the state entering micro-layer ``l``
+    of step ``t`` (``states[0, t + 1]`` is step ``t``'s output), ``values[l, t]`` its gate values,
+    written straight by the operations that compute them. A coupled micro-layer is then four
+    operations forward (a product, tanh, sigmoid, lerp) and three backward, where autograd records
+    about twenty, and each weight's gradient is one product over the window that reads the buffers
+    as they lie. The derivatives that do not depend on the incoming gradient are computed one step
+    at a time before its reverse sweep (a step's worth stays in cache).
     """
 
     @staticmethod
@@ -98,64 +100,56 @@ class RHNSequence(torch.autograd.Function):
         weights, biases = params[:depth], params[depth:]
         steps, batch, hidden = xw.shape[0], s0.shape[0], s0.shape[1]
         gates = weights[0].shape[0] // hidden
-        count = steps * depth
-        states = xw.new_empty(count + 1, batch, hidden)
-        values = xw.new_empty(count, batch, gates * hidden)  # h, t (, c) per micro-layer
-        states[0] = s0
-        state_at, value_at = states.unbind(0), values.unbind(0)
-        h_at, t_at = values[..., :hidden].unbind(0), values[..., hidden:2 * hidden].unbind(0)
-        c_at = values[..., 2 * hidden:].unbind(0) if not coupled else None
+        states = xw.new_empty(depth, steps + 1, batch, hidden)  # [l > 0, steps] is never used
+        values = xw.new_empty(depth, steps, batch, gates * hidden)  # h, t (, c) per micro-layer
+        states[0, 0] = s0
+        h_all, t_all = values[..., :hidden], values[..., hidden:2 * hidden]
+        c_all = values[..., 2 * hidden:]
         first = xw + biases[0]  # the first micro-layer's bias joins the input projection once
         transposed = [w.T for w in weights]
         for t in range(steps):
             for layer in range(depth):
-                i = t * depth + layer
-                s = state_at[i]
+                s = states[layer, t]
                 read = s if masks is None else s * masks[layer]
-                torch.addmm(first[t] if layer == 0 else biases[layer], read, transposed[layer], out=value_at[i])
-                h, gate = h_at[i].tanh_(), t_at[i].sigmoid_()
+                pre = values[layer, t]
+                torch.addmm(first[t] if layer == 0 else biases[layer], read, transposed[layer], out=pre)
+                h, gate = h_all[layer, t].tanh_(), t_all[layer, t].sigmoid_()
+                out = states[layer + 1, t] if layer + 1 < depth else states[0, t + 1]
                 if coupled:
-                    torch.lerp(s, h, gate, out=state_at[i + 1])
+                    torch.lerp(s, h, gate, out=out)
                 else:
-                    torch.addcmul(h * gate, s, c_at[i].sigmoid_(), out=state_at[i + 1])
-        ctx.coupled, ctx.has_masks, ctx.depth = coupled, masks is not None, depth
+                    torch.addcmul(h * gate, s, c_all[layer, t].sigmoid_(), out=out)
+        ctx.coupled, ctx.has_masks = coupled, masks is not None
         ctx.save_for_backward(states, values, masks if masks is not None else xw.new_empty(0), *weights)
-        return states[depth::depth].clone(), state_at[-1].clone()
+        return states[0, 1:].clone(), states[0, steps].clone()
 
     @staticmethod
     def backward(ctx, grad_outputs, grad_state):
         states, values, masks, *weights = ctx.saved_tensors
         masks = masks if ctx.has_masks else None
-        depth = ctx.depth
-        count, batch, width = values.shape
-        steps, hidden = count // depth, states.shape[-1]
+        depth, steps, batch, width = values.shape
+        hidden = states.shape[-1]
         gates = width // hidden
+        entering = states[:, :steps]  # (depth, steps, B, H): what each micro-layer read (before masks)
         grad_pre = torch.empty_like(values)  # holds the local derivatives until ds multiplies them in
-        pre_at = grad_pre.view(count, batch, gates, hidden).unbind(0)
+        by_gate = grad_pre.view(depth, steps, batch, gates, hidden)
         # the backward product reads W in the layout the forward product reads W^T: faster on CPU kernels
         transposed = [w.T.contiguous().T for w in weights]
         ds = grad_state.clone() if grad_state is not None else states.new_zeros(batch, hidden)
         for t in reversed(range(steps)):
             if grad_outputs is not None:
                 ds += grad_outputs[t]
-            # one step's micro-layers at a time: small enough to stay in cache, few enough operations
-            window = slice(t * depth, (t + 1) * depth)
-            carry_at = rhn_coefficients(states[window], values[window], ctx.coupled, grad_pre[window]).unbind(0)
+            carry = rhn_coefficients(entering[:, t], values[:, t], ctx.coupled, grad_pre[:, t])
             for layer in reversed(range(depth)):
-                i = t * depth + layer
-                dpre = pre_at[i].mul_(ds.unsqueeze(1)).view(batch, width)
+                dpre = by_gate[layer, t].mul_(ds.unsqueeze(1)).view(batch, width)
                 through = dpre @ transposed[layer]
-                ds = (through if masks is None else through.mul_(masks[layer])).addcmul_(ds, carry_at[layer])
-        # each weight's gradient is one product over every step of the window
-        flat_pre = grad_pre.view(steps, depth, batch, width).transpose(0, 1).reshape(depth, steps * batch, width)
-        read = states[:-1].view(steps, depth, batch, hidden)
-        if masks is not None:
-            read = read * masks.unsqueeze(0)
-        flat_read = read.transpose(0, 1).reshape(depth, steps * batch, hidden)
-        grad_weights = torch.bmm(flat_pre.transpose(1, 2), flat_read)
+                ds = (through if masks is None else through.mul_(masks[layer])).addcmul_(ds, carry[layer])
+        # each weight's gradient is one product over every step of the window, read in place
+        read = entering if masks is None else entering * masks.unsqueeze(1)
+        flat_pre = grad_pre.view(depth, steps * batch, width)
+        grad_weights = torch.bmm(flat_pre.transpose(1, 2), read.reshape(depth, steps * batch, hidden))
         grad_biases = flat_pre.sum(1)
-        grad_xw = grad_pre.view(steps, depth, batch, width)[:, 0].clone()
-        return (grad_xw, ds, None, None, *grad_weights.unbind(0), *grad_biases.unbind(0))
+        return (grad_pre[0], ds, None, None, *grad_weights.unbind(0), *grad_biases.unbind(0))
 
 
 # ---- the module ------------------------------------------------------------------------------------
