@@ -117,15 +117,18 @@ def main() -> None:
             setattr(section, field, value)
     base = validate(base.to_dict(), "lsh_vs_baselines schedule")
     path = RESULTS / f"{name}.json"
+    schedule = {"model": "2x64 LSTM (configs/hyperprune-demo.yaml)", "epochs": base.train.epochs,
+                "epoch_tokens": base.data.epoch_tokens, "lr": base.optim.lr,
+                "decay_start_epoch": base.optim.decay_start_epoch, "lr_decay": base.optim.lr_decay, "n": args.n,
+                "e0": args.e0, "ei": args.ei, "survivors": args.survivors, "space": "paper"}
     result = json.loads(path.read_text()) if path.is_file() else {
-        "command": "python benchmarks/lsh_vs_baselines.py " + " ".join(sys.argv[1:]),
-        "schedule": {"model": "2x64 LSTM (configs/hyperprune-demo.yaml)", "epochs": base.train.epochs,
-                     "epoch_tokens": base.data.epoch_tokens, "lr": base.optim.lr,
-                     "decay_start_epoch": base.optim.decay_start_epoch, "lr_decay": base.optim.lr_decay, "n": args.n, "e0": args.e0, "ei": args.ei,
-                     "survivors": args.survivors, "space": "paper"},
+        "command": "python benchmarks/lsh_vs_baselines.py " + " ".join(sys.argv[1:]), "schedule": schedule,
         "units": {}}
-    if result["schedule"]["epochs"] != base.train.epochs or result["schedule"]["epoch_tokens"] != base.data.epoch_tokens:
-        sys.exit(f"{path}: holds a study with another schedule; pass --tag for a study of its own")
+    stored = {**{"lr": 20.0, "decay_start_epoch": 2, "lr_decay": 0.5}, **result["schedule"]}  # keys older files lack
+    changed = [key for key, value in schedule.items() if stored.get(key) != value]
+    if changed:  # a unit continued under other settings would mix two studies in one file
+        sys.exit(f"{path}: holds a study with another {', '.join(changed)}; give its settings, or --tag for a "
+                 "study of its own")
     out = Path(args.out or f"runs/{name}")
     space = load_space("paper")
     for unit in args.units.split(","):

@@ -103,8 +103,9 @@ def test_rhn_stack_jacobian_equals_autograd(cell):
     torch.testing.assert_close(jacobian.input_matrix()[0], inputs, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("with_masks", [True, False])
 @pytest.mark.parametrize("coupled", [True, False])
-def test_fast_backward_equals_autograd_of_the_plain_loop(coupled):
+def test_fast_backward_equals_autograd_of_the_plain_loop(coupled, with_masks):
     gen = torch.Generator().manual_seed(7)
     hidden, gates, depth = 6, 2 if coupled else 3, 3
     xw = torch.randn(5, 4, gates * hidden, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -113,6 +114,7 @@ def test_fast_backward_equals_autograd_of_the_plain_loop(coupled):
                for _ in range(depth)]
     biases = [torch.randn(gates * hidden, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(depth)]
     masks = torch.bernoulli(torch.full((depth, 4, hidden), 0.7, dtype=torch.float64), generator=gen) / 0.7
+    masks = masks if with_masks else None
     inputs = [xw, s0, *weights, *biases]
     results = []
     for fast in (True, False):
@@ -124,8 +126,9 @@ def test_fast_backward_equals_autograd_of_the_plain_loop(coupled):
     torch.testing.assert_close(results[0][0], results[1][0], atol=1e-12, rtol=0)
     for ours, theirs in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(ours, theirs, atol=1e-10, rtol=0)
-    assert torch.autograd.gradcheck(lambda *p: RHNSequence.apply(p[0], p[1], masks, coupled, *p[2:])[0].sum(),
-                                    inputs, eps=1e-6, atol=1e-5)
+    for output in (0, 1):  # a loss on the outputs only, and on the last state only
+        assert torch.autograd.gradcheck(
+            lambda *p: RHNSequence.apply(p[0], p[1], masks, coupled, *p[2:])[output].sum(), inputs, eps=1e-6, atol=1e-5)
 
 
 def test_sparse_training_keeps_its_invariants_on_rhn_weights(synthetic_corpus):
@@ -207,3 +210,23 @@ def test_hyperprune_searches_an_rhn(synthetic_dir, tmp_path):
     report = json.loads((tmp_path / "search" / "report.json").read_text())
     assert report["winner"] and report["winner_config"]["model"]["cell"] == "rhn"
     assert report["test"]["test_ppl"] > 1
+
+
+def test_the_fast_layer_runs_under_autocast_in_the_projections_dtype():
+    torch.manual_seed(0)
+    layer = RecurrentHighway(16, 16, depth=3, recurrent_dropout=0.2)
+    x, state = torch.randn(5, 4, 16), torch.zeros(1, 4, 16)
+    torch.manual_seed(1)
+    exact = layer(x, state)[0]
+    exact.sum().backward()
+    grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
+    layer.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(1)  # the same dropout masks
+        low = layer(x, state)[0]
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), exact, atol=2e-2, rtol=0)
+    low.float().sum().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad.dtype == torch.float32
+        torch.testing.assert_close(p.grad, grads[name], atol=0.03 * float(grads[name].abs().max()), rtol=0)

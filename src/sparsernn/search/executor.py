@@ -144,9 +144,9 @@ def advance(job: Job) -> Progress:
             for state in job.ls.states:
                 if epoch in spectra.get(state, {}):
                     continue
-                # k exponents, or all of them when the state has no more than k (a small tagger's does not)
+                # k exponents, or all of them when the state has fewer than k (a small tagger's has 10)
                 size = sum(state_sizes(stack_params(trainer.model), state))
-                k = job.ls.k if job.ls.k is not None and job.ls.k < size else None
+                k = job.ls.k if job.ls.k is not None and job.ls.k <= size else None
                 with trainer.evaluation_weights():
                     spectrum = lyapunov_spectrum(trainer.model, sequences, k=k, state=state, basis=job.ls.basis,
                                                  qr_every=job.ls.qr_every if k is not None else 1)

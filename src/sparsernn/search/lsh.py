@@ -6,7 +6,8 @@ after every epoch; each round ranks the candidates by their distance to the refe
 candidates (``a``: the round's count) proposed by the sampler from the archive of (configuration,
 score); the inserted ones are brought up to the survivors' epoch, and all train ``ei`` more epochs.
 When ``survivors`` remain they train to the end of the schedule, continuing from their checkpoints;
-the best by validation perplexity wins, and its test perplexity is measured once, at the end.
+the best by the task's validation metric wins (perplexity for a language model, accuracy for a
+tagger), and its test metrics are measured once, at the end.
 ``strategy="full"`` trains every initial candidate to the end instead (the baseline LSH saves);
 ``strategy="hyperband"`` is the multi-fidelity search a practitioner reaches for first: ``n``
 candidates proposed one at a time, each trained epoch by epoch and stopped by Optuna's Hyperband
@@ -465,7 +466,10 @@ class Search:
         for name in state["alive"]:
             self._set(name, f"final_val_{self.metric.name}", finished.get(name))
             scores = self.candidates()[name].user_attrs.get("scores", {})
-            last = scores[max(scores, key=int)] if scores else finished.get(name, math.inf)
+            # the trial's value (the study minimises): its last score, or its validation metric turned
+            # so that lower is better (a full-training search has no scores)
+            last = scores[max(scores, key=int)] if scores else \
+                self.metric.order(finished[name]) if name in finished else math.inf
             self._finish_trial(name, "winner" if name == winner else "survivor", last)
         state.update(phase="done", winner=winner)
         self._save_state(state)

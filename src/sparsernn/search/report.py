@@ -67,7 +67,7 @@ def _strict(value: Any) -> Any:
 
 
 def plot_search(directory: Path, report: dict[str, Any]) -> list[Path]:
-    """Candidates in LS space per round, score and perplexity per epoch, time to target."""
+    """Candidates in LS space per round, score and validation metric per epoch, time to target."""
     from sparsernn.plots import pyplot, save_figure
 
     plt = pyplot()
@@ -90,8 +90,8 @@ def plot_search(directory: Path, report: dict[str, Any]) -> list[Path]:
         ax.set_title(f"LS space, {points_file.stem} (paths over epochs; black: dense reference)", fontsize=9)
         fig.tight_layout()
         paths.append(save_figure(fig, plt, out / f"ls_space_{points_file.stem}.png"))
-    for key, label, filename in (("scores", "LS distance" if report["settings"]["rank_by"] == "ls" else "val loss",
-                                  "score_vs_epoch.png"), (f"val_{metric}", label, f"val_{metric}_vs_epoch.png")):
+    for key, axis, filename in (("scores", "LS distance" if report["settings"]["rank_by"] == "ls" else "val loss",
+                                 "score_vs_epoch.png"), (f"val_{metric}", label, f"val_{metric}_vs_epoch.png")):
         if not any(row[key] for row in rows):
             continue  # nothing of this kind was measured (no LS distances without a reference)
         fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
@@ -102,7 +102,7 @@ def plot_search(directory: Path, report: dict[str, Any]) -> list[Path]:
                 ax.plot(epochs, [series[e] for e in epochs], marker="o", ms=3, lw=1,
                         label=f"{row['name']} ({row['status']})")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
+        ax.set_ylabel(axis)
         if key == "val_ppl":  # perplexities span orders of magnitude early in training
             ax.set_yscale("log")
         ax.legend(fontsize=6, ncol=2)

@@ -149,7 +149,8 @@ class RHNSequence(torch.autograd.Function):
         flat_pre = grad_pre.view(depth, steps * batch, width)
         grad_weights = torch.bmm(flat_pre.transpose(1, 2), read.reshape(depth, steps * batch, hidden))
         grad_biases = flat_pre.sum(1)
-        return (grad_pre[0], ds, None, None, *grad_weights.unbind(0), *grad_biases.unbind(0))
+        # the input's gradient is copied out: as a view it would keep all of grad_pre alive in a leaf's .grad
+        return (grad_pre[0].clone(), ds, None, None, *grad_weights.unbind(0), *grad_biases.unbind(0))
 
 
 # ---- the module ------------------------------------------------------------------------------------
@@ -194,7 +195,11 @@ class RecurrentHighway(nn.Module):
             keep = 1.0 - self.recurrent_dropout
             masks = x.new_empty(self.depth, x.shape[1], self.hidden_size).bernoulli_(keep).div_(keep)
         if self.fast:
-            outputs, s = RHNSequence.apply(xw, state[0], masks, self.coupled, *self.weights(), *self.biases())
+            weights, biases, s0 = self.weights(), self.biases(), state[0]
+            if xw.dtype != weights[0].dtype:  # autocast: the recurrence runs in the projection's dtype
+                weights, biases = [w.to(xw.dtype) for w in weights], [b.to(xw.dtype) for b in biases]
+                s0, masks = s0.to(xw.dtype), None if masks is None else masks.to(xw.dtype)
+            outputs, s = RHNSequence.apply(xw, s0, masks, self.coupled, *weights, *biases)
         else:
             outputs, s = rhn_reference(xw, state[0], self.weights(), self.biases(), masks, self.coupled)
         return outputs, s.unsqueeze(0)
