@@ -102,3 +102,22 @@ def save_units(name: str, result: dict[str, Any]) -> Path:
             stored = json.loads(path.read_text()).get("units", {})
             result["units"] = {**stored, **result["units"]}
         return write_result(name, {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")})
+
+
+def spearman_with_interval(x: list[float], y: list[float], resamples: int = 2000, seed: int = 0):
+    """Spearman's rho of ``x`` and ``y`` and its bootstrap 95% interval (pairs resampled)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x), np.asarray(y)
+    rho = float(spearmanr(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(x), len(x))
+        if len(set(idx)) > 2:
+            value = spearmanr(x[idx], y[idx]).statistic
+            if np.isfinite(value):
+                boot.append(value)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return rho, float(low), float(high)

@@ -27,10 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, read_result, write_result  # noqa: E402
+from _common import RESULTS, read_result, spearman_with_interval, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import resolve_lm_dir  # noqa: E402
@@ -41,23 +40,6 @@ from sparsernn.sparsity import resolve_method  # noqa: E402
 
 NAME = "lsh_predictiveness"
 OPTIONS = [(d, s, k) for d in ("pca2", "raw") for s in ("hc", "h") for k in (64, None)]
-
-
-def spearman_with_interval(x: list[float], y: list[float], resamples: int = 2000, seed: int = 0):
-    from scipy.stats import spearmanr
-
-    x, y = np.asarray(x), np.asarray(y)
-    rho = float(spearmanr(x, y).statistic)
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(resamples):
-        idx = rng.integers(0, len(x), len(x))
-        if len(set(idx)) > 2:
-            value = spearmanr(x[idx], y[idx]).statistic
-            if np.isfinite(value):
-                boot.append(value)
-    low, high = np.percentile(boot, [2.5, 97.5])
-    return rho, float(low), float(high)
 
 
 def analyse(result: dict) -> dict:

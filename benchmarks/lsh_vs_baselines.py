@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, read_result, write_result  # noqa: E402
+from _common import RESULTS, read_result, spearman_with_interval, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config, validate  # noqa: E402
 from sparsernn.data import resolve_lm_dir  # noqa: E402
@@ -52,6 +52,41 @@ SEARCHES = {
     "full-tpe": {"sampler": "tpe", "strategy": "full"}, "full-grid": {"sampler": "grid", "strategy": "full"},
 }
 UNITS = ["dense", "selfish-defaults", *SEARCHES]
+
+
+def candidate_rows(search_report: dict) -> list[dict]:
+    """What each candidate of a search did: its point, how far it got, its scores and best perplexity."""
+    return [{key: row[key] for key in ("name", "params", "status", "epoch", "scores", "val_ppl", "best_val_ppl")}
+            for row in search_report["candidates"]]
+
+
+def grid_against_full(units: dict) -> None:
+    """Where the grid searches' picks rank among the same 24 candidates trained to the end (full-grid,
+    same seeds: the same runs), and how well each round's scores order those final perplexities."""
+    final = {c["name"]: c["best_val_ppl"] for c in units["full-grid"]["candidates"]}
+    ranking = sorted(final, key=final.get)
+    print(f"full-grid: the 24 candidates' best valid ppl {final[ranking[0]]:.2f} .. {final[ranking[-1]]:.2f}")
+    early = {c["name"]: c["val_ppl"] for c in units["full-grid"]["candidates"]}
+    for epoch in (1, 2):  # the plain signal: validation perplexity (monotone in loss) after a few epochs
+        rho, low, high = spearman_with_interval([early[n][str(epoch)] for n in ranking], [final[n] for n in ranking])
+        print(f"  epoch {epoch}: Spearman(valid ppl then, final valid ppl) over 24 candidates {rho:+.3f} "
+              f"[{low:+.3f}, {high:+.3f}]")
+    for name in ("lsh-grid", "loss-grid"):
+        if "candidates" not in units.get(name, {}):
+            continue
+        rows = {c["name"]: c for c in units[name]["candidates"]}
+        picks = [n for n, c in rows.items() if c["status"] in ("winner", "survivor")]
+        print(f"{name}: its winner {units[name]['winner']} is #{ranking.index(units[name]['winner']) + 1} of 24, "
+              f"its survivors #{', #'.join(str(ranking.index(n) + 1) for n in sorted(picks, key=ranking.index))}; "
+              f"the best ({ranking[0]}) was {rows[ranking[0]]['status']} at epoch {rows[ranking[0]]['epoch']}")
+        epochs = sorted({int(e) for c in rows.values() for e in c["scores"]})
+        for epoch in epochs:
+            scored = [n for n, c in rows.items() if str(epoch) in c["scores"]]
+            if len(scored) >= 4:
+                rho, low, high = spearman_with_interval([rows[n]["scores"][str(epoch)] for n in scored],
+                                                        [final[n] for n in scored])
+                print(f"  epoch {epoch}: Spearman(score, final valid ppl) over {len(scored)} candidates {rho:+.3f} "
+                      f"[{low:+.3f}, {high:+.3f}]")
 
 
 def time_to(curve: list[list[float]], target: float) -> float | None:
@@ -76,6 +111,8 @@ def report(result: dict) -> None:
         overhead = f"{100 * u['overhead']:.1f}%" if "overhead" in u else "-"
         print(f"{name:18s} {u['test_ppl']:9.2f} {u['best_val_ppl']:9.2f} {u['compute_seconds']:10.0f} "
               f"{u['epochs']:7d} {reached:>16s} {overhead:>9s}")
+    if "candidates" in units.get("full-grid", {}):
+        grid_against_full(units)
     for lsh, full in [("lsh-grid", "full-grid"), ("lsh-tpe", "full-tpe")]:
         if lsh in searches and full in searches:
             a, b = searches[lsh], searches[full]
@@ -100,9 +137,21 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="a study of its own: results/lsh_vs_baselines_TAG.json")
     parser.add_argument("--out", default=None, help="run directory (default runs/lsh_vs_baselines[_TAG])")
     parser.add_argument("--report-only", action="store_true", help="print the stored JSON, no training")
+    parser.add_argument("--backfill", action="store_true",
+                        help="add each finished search's candidates from its report.json to the JSON (files written "
+                             "before the JSON kept them), then report")
     args = parser.parse_args()
     name = f"{NAME}_{args.tag}" if args.tag else NAME
     if args.report_only:
+        report(read_result(name))
+        return
+    if args.backfill:
+        path, stored = RESULTS / f"{name}.json", read_result(name)
+        for unit, entry in stored["units"].items():
+            found = Path(args.out or f"runs/{name}") / unit / "report.json"
+            if "time_to_target" in entry and "candidates" not in entry and found.is_file():
+                entry["candidates"] = candidate_rows(json.loads(found.read_text()))
+        write_result(name, {k: v for k, v in stored.items() if k not in ("benchmark", "date", "machine")})
         report(read_result(name))
         return
     corpus_dir, note = resolve_lm_dir(args.data_dir)
@@ -165,7 +214,7 @@ def main() -> None:
                 "compute_seconds": report_["compute_seconds"],
                 "epochs": sum(b["epochs"] for b in budget.values() if isinstance(b, dict)),
                 "overhead": report_["search_overhead"]["fraction"], "time_to_target": report_["time_to_target"],
-                "budget": budget}
+                "budget": budget, "candidates": candidate_rows(report_)}
         result["units"][unit]["wall_seconds"] = time.perf_counter() - started
         write_result(name, {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")})
         print(f"{unit}: done", flush=True)
