@@ -116,13 +116,21 @@ def report(result: dict) -> None:
               f"{u['epochs']:7d} {reached:>16s} {'-' if to_best is None else f'{to_best:.0f}':>16s} {overhead:>9s}")
     if "candidates" in units.get("full-grid", {}):
         grid_against_full(units)
-    for lsh, full in [("lsh-grid", "full-grid"), ("lsh-tpe", "full-tpe")]:
-        if lsh in searches and full in searches:
-            a, b = searches[lsh], searches[full]
-            reach_a, reach_b = time_to(a["time_to_target"], target), time_to(b["time_to_target"], target)
-            to_target = f"{reach_b / reach_a:.2f}x" if reach_a and reach_b else "-"
-            print(f"{lsh} vs {full}: {b['epochs'] / a['epochs']:.2f}x fewer epochs, "
-                  f"{b['compute_seconds'] / a['compute_seconds']:.2f}x less compute, {to_target} sooner to the target")
+    pairs = [("lsh-grid", "full-grid"), ("lsh-tpe", "full-tpe"), ("lsh-tpe", "full-grid"), ("lsh-grid", "hyperband"),
+             ("lsh-tpe", "hyperband")]
+    for lsh, other in pairs:
+        if lsh in searches and other in searches and not (other == "full-grid" and lsh == "lsh-tpe" and
+                                                          "full-tpe" in searches):
+            a, b = searches[lsh], searches[other]
+
+            def sooner(value: float) -> str:
+                reach_a, reach_b = time_to(a["time_to_target"], value), time_to(b["time_to_target"], value)
+                return f"{reach_b / reach_a:.2f}x" if reach_a and reach_b else "-"
+
+            print(f"{lsh} vs {other}: {b['epochs'] / a['epochs']:.2f}x fewer epochs, "
+                  f"{b['compute_seconds'] / a['compute_seconds']:.2f}x less compute, {sooner(target)} sooner to "
+                  f"valid {target:.1f}, {sooner(best)} sooner to valid {best:.1f}; best valid "
+                  f"{a['best_val_ppl']:.2f} vs {b['best_val_ppl']:.2f}")
 
 
 def main() -> None:
