@@ -363,6 +363,7 @@ def _hyperprune(
     from sparsernn.progress import default_reporter
     from sparsernn.search import Search, load_space
     from sparsernn.search.cluster import ExecutorSettings, make_executor
+    from sparsernn.tasks import format_metric
 
     reporter = default_reporter()
     placement = _settings_from_options(ExecutorSettings, EXECUTOR_OPTION_FIELDS, fields)
@@ -405,10 +406,9 @@ def _hyperprune(
     out.print(search.leaderboard())
     test, metric = report["test"] or {}, report["metric"]["name"]
     winner = next(r for r in report["candidates"] if r["name"] == report["winner"])
-    shown = (lambda v: f"{100 * v:.2f}%") if metric == "accuracy" else (lambda v: f"{v:.2f}")
     out.print(f"winner {report['winner']}: {report['winner_config']['sparsity']['method']}, valid {metric} "
-              f"{shown(winner[f'best_val_{metric}'])}, test {metric} {shown(test.get(f'test_{metric}', float('nan')))}",
-              soft_wrap=True)
+              f"{format_metric(metric, winner[f'best_val_{metric}'])}, test {metric} "
+              f"{format_metric(metric, test.get(f'test_{metric}', float('nan')))}", soft_wrap=True)
     overhead = report["search_overhead"]
     out.print(f"compute {report['compute_seconds']:.0f} s; search overhead {100 * overhead['fraction']:.1f}% "
               f"(spectra {overhead['ls_seconds']:.1f} s, ranking and sampling "
@@ -437,6 +437,8 @@ app.command("hyperprune")(_hyperprune)
 
 def _print_results(values: dict[str, dict[str, float] | float], title: str, metric: str = "perplexity") -> None:
     """A table of split -> metrics; a split's value is one number (``metric``) or named metrics."""
+    from sparsernn.tasks import format_metric
+
     rows = {split: v if isinstance(v, dict) else {metric: v} for split, v in values.items()}
     names = list(dict.fromkeys(name for metrics in rows.values() for name in metrics))
     table = Table(title=title)
@@ -444,7 +446,7 @@ def _print_results(values: dict[str, dict[str, float] | float], title: str, metr
     for name in names:
         table.add_column(name, justify="right")
     for split, metrics in rows.items():
-        table.add_row(split, *(f"{metrics[n]:.2%}" if n == "accuracy" else f"{metrics[n]:.2f}" for n in names))
+        table.add_row(split, *(format_metric(n, metrics[n]) for n in names))
     out.print(table)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from sparsernn.files import atomic_write_text
+from sparsernn.tasks.base import format_metric
 
 
 def _describe(params: dict[str, Any]) -> str:
@@ -35,14 +36,8 @@ def leaderboard(rows: list[dict[str, Any]], sampler: str, rank_by: str, metric_n
         table.add_row(row["name"], _describe(row["params"]), row["status"] + (" *" if scores and row["name"] in scores
                                                                                 else ""),
                       str(row["epoch"]), "-" if not math.isfinite(score) else f"{score:.4g}",
-                      _value(row[f"best_val_{metric_name}"], metric_name))
+                      format_metric(metric_name, row[f"best_val_{metric_name}"]))
     return table
-
-
-def _value(value: float | None, metric_name: str) -> str:
-    if value is None:
-        return "-"
-    return f"{100 * value:.2f}%" if metric_name == "accuracy" else f"{value:.2f}"
 
 
 METRIC_LABELS = {"ppl": "validation perplexity", "accuracy": "validation accuracy"}

@@ -9,7 +9,7 @@ import torch
 from sparsernn.config import RunConfig
 from sparsernn.data.conll import TaggedCorpus
 from sparsernn.data.lm import Corpus
-from sparsernn.tasks.base import TASKS, Metric, Task
+from sparsernn.tasks.base import TASKS, Metric, Task, format_metric
 from sparsernn.tasks.lm import LanguageModelling
 from sparsernn.tasks.tagging import Tagging
 
@@ -50,4 +50,5 @@ def load_data(config: RunConfig) -> tuple[Corpus | TaggedCorpus, Path, str | Non
     return load_corpus(directory), directory, note
 
 
-__all__ = ["TASKS", "LanguageModelling", "Metric", "Tagging", "Task", "build_task", "load_data", "primary_metric"]
+__all__ = ["TASKS", "LanguageModelling", "Metric", "Tagging", "Task", "build_task", "format_metric", "load_data",
+           "primary_metric"]

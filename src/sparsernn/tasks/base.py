@@ -22,6 +22,13 @@ from sparsernn.errors import CheckpointError
 from sparsernn.registry import Registry
 
 
+def format_metric(name: str, value: float | None) -> str:
+    """A metric as tables show it: accuracy in percent, anything else (perplexity, loss) to 2 places."""
+    if value is None:
+        return "-"
+    return f"{value:.2%}" if name == "accuracy" else f"{value:.2f}"
+
+
 @dataclass(frozen=True)
 class Metric:
     """A named evaluation metric and whether lower or higher is better."""

@@ -135,10 +135,9 @@ class RHNSequence(torch.autograd.Function):
         by_gate = grad_pre.view(depth, steps, batch, gates, hidden)
         # the backward product reads W in the layout the forward product reads W^T: faster on CPU kernels
         transposed = [w.T.contiguous().T for w in weights]
-        ds = grad_state.clone() if grad_state is not None else states.new_zeros(batch, hidden)
+        ds = grad_state.clone()  # autograd passes zeros for an output the loss does not use
         for t in reversed(range(steps)):
-            if grad_outputs is not None:
-                ds += grad_outputs[t]
+            ds += grad_outputs[t]
             carry = rhn_coefficients(entering[:, t], values[:, t], ctx.coupled, grad_pre[:, t])
             for layer in reversed(range(depth)):
                 dpre = by_gate[layer, t].mul_(ds.unsqueeze(1)).view(batch, width)
