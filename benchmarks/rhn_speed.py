@@ -112,7 +112,24 @@ def measure(width: int, repeats: int) -> dict:
             times[name].append(step(name))
     median = {name: statistics.median(values) for name, values in times.items()}
     return {"width": width, "depth": DEPTH, "max_output_difference": agree,
-            "seconds": median, "speedup_over_plain": {n: median["plain eager"] / median[n] for n in names}}
+            "seconds": median, "speedup_over_plain": {n: median["plain eager"] / median[n] for n in names},
+            "profile": {name: profile(step, name) for name in ("plain eager", "sparsernn")}}
+
+
+def profile(step, name: str) -> dict:
+    """Where one step's CPU time goes: the matrix products (the same arithmetic in every implementation)
+    against everything else (elementwise operations, copies, dispatch)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        step(name)
+    events = prof.key_averages()
+    products = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+    total = sum(e.self_cpu_time_total for e in events)
+    return {"matrix_product_seconds": products / 1e6, "profiled_seconds": total / 1e6,
+            "operations": sum(e.count for e in events if e.key.startswith("aten::") and e.key not in (
+                "aten::mm", "aten::addmm", "aten::bmm"))}
 
 
 def report(result: dict) -> None:
@@ -123,6 +140,14 @@ def report(result: dict) -> None:
         s = row["seconds"]
         print(f"{row['width']:6d} {s['plain eager']:14.3f} {s['sparsernn loop']:17.3f} {s['sparsernn']:12.3f} "
               f"{row['speedup_over_plain']['sparsernn']:8.2f}x")
+    for row in result["rows"]:
+        for name, p in row.get("profile", {}).items():
+            print(f"  width {row['width']}, {name} (profiled step): matrix products {p['matrix_product_seconds']:.3f} s "
+                  f"of {p['profiled_seconds']:.3f} s; {p['operations']} other aten calls")
+        if "profile" in row:
+            bound = row["seconds"]["plain eager"] / row["profile"]["sparsernn"]["matrix_product_seconds"]
+            print(f"  width {row['width']}: plain eager time / sparsernn's matrix products alone = {bound:.2f}x "
+                  "(the speed-up if every other cost were zero)")
     print(f"{'PASS' if result['passed'] else 'FAIL'} (sparsernn >= {result['target']}x faster than plain eager "
           "at every width)")
 
