@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, read_result, spearman_with_interval, write_result  # noqa: E402
+from _common import RESULTS, read_result, save_units, spearman_with_interval, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config, validate  # noqa: E402
 from sparsernn.data import resolve_lm_dir  # noqa: E402
@@ -93,11 +93,49 @@ def time_to(curve: list[list[float]], target: float) -> float | None:
     return next((seconds for seconds, ppl in curve if ppl <= target), None)
 
 
+ACCOUNTING = 2  # units stored since: cached references charged, time-to-target points per epoch
+
+
+def with_current_accounting(result: dict) -> dict:
+    """The units as the search's accounting now counts them. Units stored before (no ``accounting``
+    key) get two corrections, each printed: a search that reused the dense reference another unit
+    trained is charged the reference epochs it used at the reference's cost per epoch; a
+    full-training search's time-to-target curve, stamped when each candidate's job ended, gets a
+    point at every epoch that improved on the best (every epoch costing the unit's mean)."""
+    units = json.loads(json.dumps(result["units"]))
+    s = result["schedule"]
+    reference = [u["budget"]["reference"] for u in units.values() if "reference" in u.get("budget", {})]
+    epochs = sum(r["epochs"] for r in reference)
+    per_epoch = sum(r["train_seconds"] + r["ls_seconds"] for r in reference) / epochs if epochs else 0.0
+    for name, u in units.items():
+        if u.get("accounting", 1) >= ACCOUNTING or "budget" not in u:
+            continue
+        rounds = sum(key.startswith("round ") for key in u["budget"])
+        if "reference" in u["budget"] and rounds:
+            needed = s["e0"] + s["ei"] * (rounds - 1)  # the last ranking's epoch
+            missing = needed - u["budget"]["reference"]["epochs"]
+            if missing > 0:
+                u["compute_seconds"] += missing * per_epoch
+                u["epochs"] += missing
+                print(f"  {name}: + {missing} reference epochs another unit trained ({missing * per_epoch:.0f} s)")
+        if name.startswith("full-") and u.get("candidates"):
+            seconds = u["compute_seconds"] / u["epochs"]
+            spent, curve = 0.0, []
+            for row in sorted(u["candidates"], key=lambda r: r["name"]):  # the order the search trained them
+                for epoch in sorted(row["val_ppl"], key=int):
+                    spent += seconds
+                    if not curve or row["val_ppl"][epoch] < curve[-1][1]:
+                        curve.append([spent, row["val_ppl"][epoch]])
+            u["time_to_target"] = curve
+            print(f"  {name}: time-to-target per epoch (was per candidate)")
+    return units
+
+
 def report(result: dict) -> None:
     s = result["schedule"]
     print(f"model {s['model']}, {s['epochs']} epochs of {s['epoch_tokens']} tokens; n={s['n']}, e0={s['e0']}, "
-          f"ei={s['ei']}, survivors={s['survivors']}")
-    units = result["units"]
+          f"ei={s['ei']}, survivors={s['survivors']}" + (f", seed {s['seed']}" if s.get("seed") is not None else ""))
+    units = with_current_accounting(result)
     searches = {k: v for k, v in units.items() if "time_to_target" in v}
     target = max((v["best_val_ppl"] for v in searches.values()), default=None)
     best = min((v["best_val_ppl"] for v in searches.values()), default=None)  # the best any search found
@@ -117,7 +155,7 @@ def report(result: dict) -> None:
     if "candidates" in units.get("full-grid", {}):
         grid_against_full(units)
     pairs = [("lsh-grid", "full-grid"), ("lsh-tpe", "full-tpe"), ("lsh-tpe", "full-grid"), ("lsh-grid", "hyperband"),
-             ("lsh-tpe", "hyperband")]
+             ("lsh-tpe", "hyperband"), ("lsh-grid", "loss-grid")]
     for lsh, other in pairs:
         if lsh in searches and other in searches:
             a, b = searches[lsh], searches[other]
@@ -144,6 +182,9 @@ def main() -> None:
     parser.add_argument("--epoch-tokens", type=int, default=None, help="training tokens per epoch (demo: 80000)")
     parser.add_argument("--decay-start-epoch", type=int, default=None, help="last epoch at the initial lr")
     parser.add_argument("--lr-decay", type=float, default=None, help="lr factor per epoch after that")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of every candidate's training and of the samplers, for a replicate under its own "
+                             "--tag (default: the preset's training seed 1, sampler seed 0)")
     parser.add_argument("--tag", default="", help="a study of its own: results/lsh_vs_baselines_TAG.json")
     parser.add_argument("--out", default=None, help="run directory (default runs/lsh_vs_baselines[_TAG])")
     parser.add_argument("--report-only", action="store_true", help="print the stored JSON, no training")
@@ -169,6 +210,8 @@ def main() -> None:
         sys.exit(f"lsh_vs_baselines.py needs PTB: {note}")
     base = resolve_config("hyperprune-demo")
     base.data.dir = str(corpus_dir.resolve())
+    if args.seed is not None:
+        base.train.seed = args.seed
     for value, section, field in [(args.epochs, base.train, "epochs"), (args.epoch_tokens, base.data, "epoch_tokens"),
                                   (args.decay_start_epoch, base.optim, "decay_start_epoch"),
                                   (args.lr_decay, base.optim, "lr_decay")]:
@@ -179,11 +222,12 @@ def main() -> None:
     schedule = {"model": "2x64 LSTM (configs/hyperprune-demo.yaml)", "epochs": base.train.epochs,
                 "epoch_tokens": base.data.epoch_tokens, "lr": base.optim.lr,
                 "decay_start_epoch": base.optim.decay_start_epoch, "lr_decay": base.optim.lr_decay, "n": args.n,
-                "e0": args.e0, "ei": args.ei, "survivors": args.survivors, "space": "paper"}
+                "e0": args.e0, "ei": args.ei, "survivors": args.survivors, "space": "paper", "seed": args.seed}
     result = json.loads(path.read_text()) if path.is_file() else {
         "command": "python benchmarks/lsh_vs_baselines.py " + " ".join(sys.argv[1:]), "schedule": schedule,
         "units": {}}
-    stored = {**{"lr": 20.0, "decay_start_epoch": 2, "lr_decay": 0.5}, **result["schedule"]}  # keys older files lack
+    older = {"lr": 20.0, "decay_start_epoch": 2, "lr_decay": 0.5, "seed": None}  # keys older files lack
+    stored = {**older, **result["schedule"]}
     changed = [key for key, value in schedule.items() if stored.get(key) != value]
     if changed:  # a unit continued under other settings would mix two studies in one file
         sys.exit(f"{path}: holds a study with another {', '.join(changed)}; give its settings, or --tag for a "
@@ -210,7 +254,8 @@ def main() -> None:
             result["units"][unit] = {"test_ppl": test["ppl"], "best_val_ppl": min(progress.val_metric.values()),
                                      "compute_seconds": progress.train_seconds, "epochs": progress.epochs_trained}
         else:
-            settings = SearchSettings(n=args.n, e0=args.e0, ei=args.ei, survivors=args.survivors, seed=0,
+            settings = SearchSettings(n=args.n, e0=args.e0, ei=args.ei, survivors=args.survivors,
+                                      seed=0 if args.seed is None else args.seed,
                                       **SEARCHES[unit])
             directory = out / unit
             search = Search.resume(directory) if (directory / "search.db").is_file() else \
@@ -224,9 +269,9 @@ def main() -> None:
                 "compute_seconds": report_["compute_seconds"],
                 "epochs": sum(b["epochs"] for b in budget.values() if isinstance(b, dict)),
                 "overhead": report_["search_overhead"]["fraction"], "time_to_target": report_["time_to_target"],
-                "budget": budget, "candidates": candidate_rows(report_)}
+                "budget": budget, "candidates": candidate_rows(report_), "accounting": ACCOUNTING}
         result["units"][unit]["wall_seconds"] = time.perf_counter() - started
-        write_result(name, {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")})
+        save_units(name, result)  # keeps the units another process of this study stored meanwhile
         print(f"{unit}: done", flush=True)
     report(result)
 

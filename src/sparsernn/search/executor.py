@@ -18,15 +18,17 @@ import socket
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Protocol
 
-from sparsernn.errors import SparsernnError
+from sparsernn.errors import Failure, SparsernnError
 
 SPECTRA = "spectra.json"
 ATTEMPTS = "attempts.jsonl"
+COSTS = "costs.json"  # seconds each epoch's training (and validation) and each spectrum took, by epoch
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Job:
     run_dir: str
     to_epoch: int
     ls: LSOptions | None  # None: no spectra (ranking by loss)
+    owner: str = ""  # who asks (a search's directory): the run's cost ledger says who paid for each epoch
 
 
 @dataclass
@@ -60,6 +63,9 @@ class Progress:
     val_metric: dict[int, float] = field(default_factory=dict)  # the task's primary metric (LM: perplexity)
     train_seconds: float = 0.0  # spent by this job: training and validation
     ls_seconds: float = 0.0  # spent by this job: spectra
+    # what every epoch of the run cost, whoever trained it (this job, an earlier attempt, another
+    # search sharing a reference): {"train" | "ls": {epoch: seconds}, "train_by" | "ls_by": {epoch: owner}}
+    costs: dict[str, dict[int, Any]] = field(default_factory=dict)
     epochs_trained: int = 0  # by this job
     attempts: int = 1  # starts of this job (to this epoch): more than one after a retry or a resume
     failed: str | None = None
@@ -89,6 +95,19 @@ def _read_spectra(run_dir: Path) -> dict[str, dict[int, list[float | None]]]:
     if not path.is_file():
         return {}
     return {state: {int(e): v for e, v in by_epoch.items()} for state, by_epoch in json.loads(path.read_text()).items()}
+
+
+def read_costs(run_dir: Path) -> dict[str, dict[int, Any]]:
+    path = Path(run_dir) / COSTS
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    return {kind: {int(e): v for e, v in stored.get(kind, {}).items()} for kind in ("train", "ls", "train_by", "ls_by")}
+
+
+def _write_costs(run_dir: Path, costs: dict[str, dict[int, Any]]) -> None:
+    from sparsernn.files import atomic_write_text
+
+    atomic_write_text(run_dir / COSTS, json.dumps({kind: {str(e): v for e, v in by.items()}
+                                                   for kind, by in costs.items()}))
 
 
 def log_attempt(run_dir: Path, to_epoch: int, from_epoch: int) -> int:
@@ -133,6 +152,7 @@ def advance(job: Job) -> Progress:
         task_data = corpus_for(config)
         trainer = Trainer.open(run_dir, task_data, config)
         spectra = _read_spectra(run_dir)
+        costs = read_costs(run_dir)
         if trainer.epoch <= min(job.to_epoch, trainer.horizon):  # a start with work to do (not a no-op)
             progress.attempts = log_attempt(run_dir, job.to_epoch, trainer.epoch - 1)
 
@@ -150,21 +170,35 @@ def advance(job: Job) -> Progress:
                 with trainer.evaluation_weights():
                     spectrum = lyapunov_spectrum(trainer.model, sequences, k=k, state=state, basis=job.ls.basis,
                                                  qr_every=job.ls.qr_every if k is not None else 1)
+                # stored spectra keep -inf (a direction that collapses to zero) as null; NaN or +inf
+                # would read the same, so a spectrum that blew up fails the candidate instead
+                if bool((spectrum.exponents.isnan() | spectrum.exponents.isposinf()).any()):
+                    raise Failure(f"its Lyapunov spectrum ({state} state) at epoch {epoch} has NaN or +inf "
+                                  "exponents: its dynamics blew up")
                 spectra.setdefault(state, {})[epoch] = spectrum.to_dict()["exponents"]
             RunDir(run_dir).create()
             atomic_write_text(run_dir / SPECTRA, json.dumps({s: {str(e): v for e, v in by.items()}
                                                              for s, by in spectra.items()}))
-            progress.ls_seconds += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            progress.ls_seconds += seconds
+            costs["ls"][epoch] = costs["ls"].get(epoch, 0.0) + seconds
+            costs["ls_by"].setdefault(epoch, job.owner)
+            _write_costs(run_dir, costs)
 
         measure(trainer.epoch - 1)  # the model as it stands: the initial one, or the last finished epoch
         while trainer.epoch <= min(job.to_epoch, trainer.horizon):
             started = time.perf_counter()
             trainer.fit(until_epoch=trainer.epoch)
-            progress.train_seconds += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            progress.train_seconds += seconds
             progress.epochs_trained += 1
+            costs["train"][trainer.epoch - 1] = seconds  # an epoch trained again (after a kill) costs once
+            costs["train_by"][trainer.epoch - 1] = job.owner
+            _write_costs(run_dir, costs)
             measure(trainer.epoch - 1)
         progress.epoch = trainer.epoch - 1
         progress.spectra = spectra
+        progress.costs = costs
         progress.val_loss = {r["epoch"]: r["val_loss"] for r in trainer.history}
         key = f"val_{trainer.task.primary.name}"
         progress.val_metric = {r["epoch"]: r[key] for r in trainer.history}
@@ -187,6 +221,8 @@ class LocalExecutor:
     thread each. The workers live as long as the executor (``close()`` ends them), so each loads its
     corpus once, not once per round."""
 
+    work = staticmethod(_advance_in_worker)  # what a worker process runs for a job
+
     def __init__(self, workers: int = 1) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -197,8 +233,36 @@ class LocalExecutor:
         if self.workers == 1 or len(jobs) <= 1:
             return [advance(job) for job in jobs]
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"))
-        return list(self._pool.map(_advance_in_worker, jobs))
+            self._pool = self._new_pool(self.workers)
+        futures = [self._pool.submit(self.work, job) for job in jobs]
+        results: list[Progress | None] = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except BrokenProcessPool:  # a worker died (segfault, out of memory): every pending job fails with it
+                results.append(None)
+        if any(result is None for result in results):
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            # which job killed it is unknown: each is run again alone, where a death names its job (jobs
+            # continue from their checkpoints, so the innocent ones lose at most their epoch in progress)
+            for i, job in enumerate(jobs):
+                if results[i] is None:
+                    results[i] = self._alone(job)
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _new_pool(workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+
+    def _alone(self, job: Job) -> Progress:
+        pool = self._new_pool(1)
+        try:
+            return pool.submit(self.work, job).result()
+        except BrokenProcessPool:
+            return Progress(job.name, failed="crashed: its worker process died (killed by the system or a signal)")
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -19,6 +19,13 @@ Every step is saved before the next; a killed search resumes where it was, losin
 in progress, and makes the choices an uninterrupted one makes (samplers are seeded per round and
 read only the stored archive; training resumes exactly). While it runs, the driver holds a lease in
 that database (``lease.py``): a second driver on the same search is refused rather than racing.
+
+What a search spent is read from each run's cost ledger (``costs.json``: seconds per epoch of
+training and validation, per spectrum, and which search paid): every epoch a search uses is charged
+once, to the phase that used it, including epochs trained before a kill and the epochs of a cached
+reference another search trained (``reused_seconds`` in the reference's budget), so that a budget
+does not depend on interruptions or on which search ran first. Time-to-target points fall at the
+compute spent when the epoch that reached them ended.
 """
 
 from __future__ import annotations
@@ -102,7 +109,8 @@ class Search:
             storage = "postgresql+psycopg://" + storage.removeprefix("postgresql://")  # where SQLAlchemy < 2.1
         self.storage = storage or f"sqlite:///{(self.out / DB).resolve()}"
         # its own database file holds one search; a shared database (PostgreSQL) holds one per search
-        # directory name, so several searches can share a server
+        # directory name, so several searches can share a server (another directory of the same name
+        # is refused below)
         self.study_name = STUDY if storage is None else f"{STUDY}:{self.out.resolve().name}"
         try:
             self.study = optuna.create_study(study_name=self.study_name, storage=self.storage, direction="minimize",
@@ -111,6 +119,10 @@ class Search:
             raise ConfigError(f"--storage {self.storage.split('://')[0]}: its database driver is not installed "
                               "(PostgreSQL: pip install 'sparsernn[postgres]')") from None
         stored = self.study.user_attrs
+        where = str(self.out.resolve())
+        if storage is not None and stored.get("out_dir", where) != where:  # a shared database: same name, other search
+            raise ConfigError(f"--storage: its study {self.study_name!r} belongs to the search in {stored['out_dir']}; "
+                              f"give this search a directory of another name than {self.out.name!r}")
         if "settings" in stored:  # a search that exists: its own definition wins, nothing may change it
             if space is not None or base is not None or settings is not None:
                 raise ConfigError(f"{self.out}: holds a search already; continue it with --resume {self.out}")
@@ -127,12 +139,15 @@ class Search:
                                   f"(train.epochs {base.train.epochs})")
             root = Path(reference_dir) if reference_dir is not None else self.out.parent / "references"
             self.reference_dir = root / self._reference_key()
-            for key, value in (("space", space.model_dump(mode="json")), ("base", base.to_dict()),
-                               ("settings", self.settings.model_dump(mode="json")),
+            if self.settings.sampler != "grid" and not space.distributions():
+                raise ConfigError(f"search space: nothing to sample for --sampler {self.settings.sampler} (every "
+                                  "value is fixed); give choices: or ranges:, or use --sampler grid")
+            for key, value in (("out_dir", where), ("space", space.model_dump(mode="json")), ("base", base.to_dict()),
                                ("reference_dir", str(self.reference_dir.resolve())),
                                ("state", {"phase": "start", "round": 0, "epoch": self.settings.e0, "alive": [],
-                                          "budget": {}, "time_to_target": [], "compute_seconds": 0.0})):
-                self.study.set_user_attr(key, value)  # settings last but one: "settings" marks a complete start
+                                          "budget": {}, "time_to_target": [], "compute_seconds": 0.0}),
+                               ("settings", self.settings.model_dump(mode="json"))):
+                self.study.set_user_attr(key, value)  # settings last: "settings" marks a complete start
         # candidates are compared by their task's primary validation metric: perplexity (lower is
         # better) for a language model, accuracy (higher) for a tagger
         self.metric = primary_metric(self.base)
@@ -183,7 +198,7 @@ class Search:
         trials = {t.user_attrs["name"]: t for t in self.study.get_trials(deepcopy=False) if "name" in t.user_attrs}
         for name, trial in trials.items():  # what never changes, or only one way, is kept at hand
             self._ids[name] = (trial._trial_id, trial.number, trial.user_attrs["params"])
-            if trial.state != optuna.trial.TrialState.RUNNING:
+            if trial.state.is_finished():
                 self._finished.add(name)
         return trials
 
@@ -202,10 +217,19 @@ class Search:
             if name not in existing:
                 self.study.enqueue_trial(params, user_attrs={"name": name, "round": round_, "params": params})
             names.append(name)
-        # start every waiting trial, also one enqueued just before the search was killed
+        self._start_waiting()
+        return names
+
+    def _start_waiting(self) -> None:
+        """Start every waiting trial, also one enqueued just before the search was killed."""
         for _ in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
             self.study.ask(self.space.distributions()).set_user_attr("status", "alive")
-        return names
+
+    def _drop_failed(self, state: dict[str, Any]) -> None:
+        """Forget candidates that failed: their failure is stored at once, the state only after the round,
+        so a search killed in between must not bring them back."""
+        trials = self.candidates()
+        state["alive"] = [n for n in state["alive"] if trials[n].state != optuna.trial.TrialState.FAIL]
 
     def _set(self, name: str, key: str, value: Any) -> None:
         """An attribute of a running candidate's trial (a finished trial keeps what it had)."""
@@ -278,23 +302,22 @@ class Search:
                reference: bool = False) -> dict[str, Progress]:
         """Bring candidates (and the reference) to ``epoch``; failures are marked and dropped."""
         ls = self.settings.ls_options() if phase != "final" else None
-        jobs = [Job(name, self.candidate_config(name).to_dict(), str(self.out / "candidates" / name), epoch, ls)
+        owner = str(self.out.resolve())
+        jobs = [Job(name, self.candidate_config(name).to_dict(), str(self.out / "candidates" / name), epoch, ls, owner)
                 for name in names]
         if reference:
-            jobs.insert(0, Job("reference", self._dense_config().to_dict(), str(self.reference_dir), epoch, ls))
+            jobs.insert(0, Job("reference", self._dense_config().to_dict(), str(self.reference_dir), epoch, ls, owner))
         results = {p.name: p for p in self.executor.run(jobs)}
         self._check_lease()  # a driver that lost its lease while the jobs ran writes nothing of them
         budget = state["budget"]
         for name, progress in results.items():
             bucket = budget.setdefault("reference" if name == "reference" else phase,
                                        {"epochs": 0, "train_seconds": 0.0, "ls_seconds": 0.0})
-            bucket["epochs"] += progress.epochs_trained
-            bucket["train_seconds"] += progress.train_seconds
-            bucket["ls_seconds"] += progress.ls_seconds
-            state["compute_seconds"] += progress.train_seconds + progress.ls_seconds
+            started = state["compute_seconds"]
+            reached = self._charge(name, progress, epoch, bucket, state)
+            if name == "reference" and progress.failed:
+                raise ConfigError(f"the dense reference failed: {progress.failed}")
             if name == "reference":
-                if progress.failed:
-                    raise ConfigError(f"the dense reference failed: {progress.failed}")
                 continue
             if progress.attempts > 1:  # its job was started again: a worker died (Ray retried it) or a resume
                 retries = dict(self.candidates()[name].user_attrs.get("retries", {}))
@@ -310,11 +333,44 @@ class Search:
                 continue
             self._set(name, "epoch", progress.epoch)
             self._set(name, f"val_{self.metric.name}", {str(e): v for e, v in progress.val_metric.items()})
-            best = self.metric.best(progress.val_metric.values()) if progress.val_metric else math.nan
             curve = state["time_to_target"]  # the best validation metric found so far, against compute spent
-            if math.isfinite(best) and (not curve or self.metric.better(best, curve[-1][1])):
-                curve.append([state["compute_seconds"], best])
+            for e, value in sorted(progress.val_metric.items()):  # each epoch at the compute spent when it ended
+                if math.isfinite(value) and (not curve or self.metric.better(value, curve[-1][1])):
+                    curve.append([reached.get(e, started), value])
         return results
+
+    def _charge(self, name: str, progress: Progress, to_epoch: int, bucket: dict[str, Any],
+                state: dict[str, Any]) -> dict[int, float]:
+        """Add to ``bucket`` and the search's compute what the run's epochs up to ``to_epoch`` cost and this
+        search has not been charged yet (its cost ledger says, whoever trained them: epochs trained
+        before a kill are charged after the resume); returns the compute spent at the end of each epoch
+        charged now."""
+        charged = state.setdefault("charged", {}).setdefault(name, {"train": 0, "ls": -1})
+        costs = progress.costs
+        if not costs:  # no ledger (the job failed before it started): what the job said it spent
+            bucket["epochs"] += progress.epochs_trained
+            bucket["train_seconds"] += progress.train_seconds
+            bucket["ls_seconds"] += progress.ls_seconds
+            state["compute_seconds"] += progress.train_seconds + progress.ls_seconds
+            return {}
+        reached: dict[int, float] = {}
+        owner = str(self.out.resolve())
+        for epoch in range(to_epoch + 1):
+            charged_now = False
+            for kind in ("train", "ls"):
+                if epoch > charged[kind] and epoch in costs.get(kind, {}):
+                    seconds = costs[kind][epoch]
+                    bucket[f"{kind}_seconds"] += seconds
+                    bucket["epochs"] += kind == "train"
+                    state["compute_seconds"] += seconds
+                    charged[kind], charged_now = epoch, True
+                    if costs.get(f"{kind}_by", {}).get(epoch, owner) != owner:
+                        # a cached run (a reference another search trained) costs what it cost, so that
+                        # a search's budget does not depend on which search ran first; it says so
+                        bucket["reused_seconds"] = bucket.get("reused_seconds", 0.0) + seconds
+            if charged_now:
+                reached[epoch] = state["compute_seconds"]
+        return reached
 
     def _scores(self, results: dict[str, Progress], names: list[str], epoch: int, round_: int,
                 state: dict[str, Any]) -> dict[str, float]:
@@ -371,6 +427,7 @@ class Search:
 
     def _round(self, state: dict[str, Any]) -> None:
         settings, round_, epoch = self.settings, state["round"], state["epoch"]
+        self._drop_failed(state)
         alive = list(state["alive"])
         self.reporter.message(f"round {round_}: {len(alive)} candidates to epoch {epoch}")
         results = self._train(alive, epoch, f"round {round_}", state, reference=settings.rank_by == "ls")
@@ -378,7 +435,11 @@ class Search:
         scores = self._scores(results, alive, epoch, round_, state)
         self.reporter.message(self.leaderboard(scores))
         horizon = self.base.train.epochs
-        if len(alive) <= settings.survivors or epoch + settings.ei >= horizon:
+        kept, eliminated = nearer_half(scores)
+        count = len(alive) // 4 if settings.sampler != "grid" else 0  # insertions
+        if len(kept) + count <= settings.survivors or epoch + settings.ei >= horizon:
+            # this ranking decides the survivors: the nearest ``survivors`` train to the end (another
+            # round would only rank them again)
             keep = sorted(alive, key=lambda n: (scores[n], n))[:settings.survivors]
             for name in alive:
                 if name not in keep:
@@ -386,12 +447,10 @@ class Search:
             state["alive"], state["phase"] = keep, "final"
             self._save_state(state)
             return
-        kept, eliminated = nearer_half(scores)
         for name in eliminated:
             self._finish_trial(name, "eliminated", scores[name])
         inserted: list[str] = []
-        count = len(alive) // 4
-        if count and settings.sampler != "grid":
+        if count:
             started = time.perf_counter()
             trials = self.candidates()
             archive = [(t.user_attrs["params"], t.user_attrs["scores"][max(t.user_attrs["scores"], key=int)])
@@ -414,6 +473,7 @@ class Search:
         grid = self.space.grid() if settings.sampler == "grid" else None
         count = len(grid) if grid is not None else settings.n
         while True:
+            self._start_waiting()  # a candidate enqueued just before a kill is the next one, as it was
             trials = self.candidates()
             running = sorted(n for n, t in trials.items() if t.state == optuna.trial.TrialState.RUNNING)
             if not running:
@@ -424,9 +484,11 @@ class Search:
                 else:
                     archive = [(t.user_attrs["params"], t.value) for t in trials.values()
                                if t.state == optuna.trial.TrialState.COMPLETE]
+                    pruned = [(t.user_attrs["params"], t.intermediate_values) for t in trials.values()
+                              if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values]
                     taken = [t.user_attrs["params"] for t in trials.values()]
                     points = propose(settings.sampler, self.space, archive, 1, _seed(settings.seed, "hb", len(trials)),
-                                     taken)
+                                     taken, pruned)
                 running = self._add_candidates(points, len(trials), prefix="hb")
             name = running[0]
             live = optuna.trial.Trial(study, self._trial(name)[0])
@@ -448,6 +510,7 @@ class Search:
 
     def _final(self, state: dict[str, Any]) -> None:
         horizon = self.base.train.epochs
+        self._drop_failed(state)
         self.reporter.message(f"final: {', '.join(state['alive'])} to epoch {horizon}")
         results = self._train(list(state["alive"]), horizon, "final", state)
         finished = {name: self.metric.best(results[name].val_metric.values())

@@ -22,6 +22,7 @@ SAMPLERS = ("grid", "random", "tpe", "atpe")
 optuna.logging.set_verbosity(logging.WARNING)
 
 Archive = list[tuple[dict[str, Any], float]]
+Pruned = list[tuple[dict[str, Any], dict[int, float]]]  # (configuration, the values it reported by epoch)
 
 
 def _key(params: dict[str, Any]) -> tuple:
@@ -29,9 +30,11 @@ def _key(params: dict[str, Any]) -> tuple:
 
 
 def propose(sampler: str, space: SearchSpace, archive: Archive, count: int, seed: int,
-            taken: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+            taken: list[dict[str, Any]] | None = None, pruned: Pruned | None = None) -> list[dict[str, Any]]:
     """``count`` new points of ``space`` (none for ``grid``), avoiding the points in ``taken`` when the
-    space leaves room; lower archive scores are better."""
+    space leaves room; lower archive scores are better. ``pruned``: trials a pruner stopped, with the
+    values they reported; TPE ranks them below every finished trial, later-stopped ones higher, as
+    Optuna's own TPE does under a pruner (ATPE does not read them)."""
     if sampler not in SAMPLERS:
         raise ConfigError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if sampler == "grid" or count <= 0:
@@ -50,6 +53,10 @@ def propose(sampler: str, space: SearchSpace, archive: Archive, count: int, seed
     study = optuna.create_study(direction="minimize", sampler=optuna_sampler)
     for params, score in archive:
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=score))
+    for params, reported in pruned or []:
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
+                                                  state=optuna.trial.TrialState.PRUNED,
+                                                  intermediate_values=dict(reported)))
     seen = {_key(p) for p in taken or []}
     worst = max((score for _, score in archive), default=0.0)
     proposals: list[dict[str, Any]] = []
