@@ -25,6 +25,17 @@ can show, is a study of its own (``--tag`` names its JSON and run directory):
         --epochs 15 --epoch-tokens 20000 --decay-start-epoch 6 --lr-decay 0.75 \
         --units dense,lsh-grid,full-grid,hyperband,lsh-tpe
     python benchmarks/lsh_vs_baselines.py --report-only
+
+Two processes of one study may run side by side (one per core, each with its own ``--units``; each
+unit is merged into the JSON as it finishes), as the 20-epoch study with another seed did:
+
+    OMP_NUM_THREADS=1 python benchmarks/lsh_vs_baselines.py --data-dir ../shared/data/ptb --tag e20 --seed 2 \
+        --n 16 --epochs 20 --epoch-tokens 20000 --decay-start-epoch 8 --lr-decay 0.8 --units full-grid,hyperband
+    (the same with --units dense,lsh-grid,lsh-tpe,loss-grid,selfish-defaults,lsh-atpe,loss-tpe)
+
+Units that share the dense reference must run in one process (a reference is trained by one search
+at a time). ``--report-only`` reports every study under the search's current accounting (see
+``with_current_accounting``).
 """
 
 from __future__ import annotations
@@ -65,7 +76,17 @@ def grid_against_full(units: dict) -> None:
     same seeds: the same runs), and how well each round's scores order those final perplexities."""
     final = {c["name"]: c["best_val_ppl"] for c in units["full-grid"]["candidates"]}
     ranking = sorted(final, key=final.get)
-    print(f"full-grid: the 24 candidates' best valid ppl {final[ranking[0]]:.2f} .. {final[ranking[-1]]:.2f}")
+    print(f"full-grid: the 24 candidates' best valid ppl {final[ranking[0]]:.2f} .. {final[ranking[-1]]:.2f}: "
+          + ", ".join(f"{final[n]:.1f}" for n in ranking))
+    point = {json.dumps(c["params"], sort_keys=True): c["name"] for c in units["full-grid"]["candidates"]}
+    for name, unit in units.items():  # every search's pick, and what it tried, among the grid's 24 ranked
+        if name == "full-grid" or "candidates" not in unit:
+            continue
+        tried = {point[json.dumps(c["params"], sort_keys=True)]: c for c in unit["candidates"]}
+        best_tried = min(tried, key=ranking.index)
+        print(f"{name}: winner #{ranking.index(point[json.dumps(unit['winner_params'], sort_keys=True)]) + 1} of 24; "
+              f"tried {len(tried)} of the 24 configurations, the best of them #{ranking.index(best_tried) + 1} "
+              f"({tried[best_tried]['status']} at epoch {tried[best_tried]['epoch']})")
     early = {c["name"]: c["val_ppl"] for c in units["full-grid"]["candidates"]}
     for epoch in (1, 2):  # the plain signal: validation perplexity (monotone in loss) after a few epochs
         rho, low, high = spearman_with_interval([early[n][str(epoch)] for n in ranking], [final[n] for n in ranking])
