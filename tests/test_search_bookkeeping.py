@@ -225,3 +225,22 @@ def test_a_worker_that_dies_fails_its_job_only(tmp_path):
         assert executor.run([Job("d", {}, str(tmp_path / "d"), 1, None), Job("e", {}, str(tmp_path / "e"), 1, None)])
     finally:
         executor.close()
+
+
+def test_jobs_on_one_run_directory_wait_for_each_other(synthetic_dir, tmp_path):
+    import threading
+    import time
+
+    from sparsernn.search.executor import _run_lock
+    from sparsernn.sparsity import resolve_method
+
+    job = Job("reference", resolve_method(base_config(synthetic_dir, epochs=2)).to_dict(), str(tmp_path / "ref"), 1,
+              None)
+    finished: list[Progress] = []
+    with _run_lock(tmp_path / "ref"):  # another search is training this run
+        worker = threading.Thread(target=lambda: finished.append(advance(job)))
+        worker.start()
+        time.sleep(1.0)
+        assert not finished and not (tmp_path / "ref" / "last.json").exists()
+    worker.join(120)
+    assert finished and finished[0].failed is None and finished[0].epoch == 1

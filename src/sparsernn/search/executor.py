@@ -19,6 +19,7 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -135,9 +136,29 @@ def read_attempts(run_dir: Path, to_epoch: int | None = None) -> list[dict[str, 
     return rows
 
 
+@contextmanager
+def _run_lock(run_dir: Path):
+    """One job at a time on a run directory (two searches sharing a cached reference wait for each
+    other, then the second continues from the first's checkpoint)."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def advance(job: Job) -> Progress:
     """Train ``job``'s run to ``job.to_epoch`` (continuing it), with a spectrum after every epoch (and of
     the initial model, epoch 0)."""
+    try:
+        with _run_lock(Path(job.run_dir)):
+            return _advance(job)
+    except OSError as exc:  # the directory cannot be created or locked
+        return Progress(job.name, failed=f"crashed: {type(exc).__name__}: {exc}")
+
+
+def _advance(job: Job) -> Progress:
     from sparsernn.config import upgrade_stored_config, validate
     from sparsernn.dynamics import lyapunov_spectrum
     from sparsernn.dynamics.jacobians import stack_params, state_sizes

@@ -523,9 +523,12 @@ class Search:
             from sparsernn.search.executor import corpus_for
             from sparsernn.tasks import build_task
 
+            started = time.perf_counter()
             model, config, _, _ = load_model(self.out / "candidates" / winner)
             task = build_task(config, corpus_for(config))
             state["test"] = {"winner": winner, **{f"test_{k}": v for k, v in task.evaluate(model, "test").items()}}
+            # the winner's test score is the search's result, not its overhead: kept apart
+            state["budget"]["test_seconds"] = time.perf_counter() - started
         for name in state["alive"]:
             self._set(name, f"final_val_{self.metric.name}", finished.get(name))
             scores = self.candidates()[name].user_attrs.get("scores", {})
