@@ -33,8 +33,8 @@ unit is merged into the JSON as it finishes), as the 20-epoch study with another
         --n 16 --epochs 20 --epoch-tokens 20000 --decay-start-epoch 8 --lr-decay 0.8 --units full-grid,hyperband
     (the same with --units dense,lsh-grid,lsh-tpe,loss-grid,selfish-defaults,lsh-atpe,loss-tpe)
 
-Units that share the dense reference must run in one process (a reference is trained by one search
-at a time). ``--report-only`` reports every study under the search's current accounting (see
+Units that share the dense reference may run in either process: jobs on one run directory wait for
+each other (a file lock), and each search is charged the reference it used. ``--report-only`` reports every study under the search's current accounting (see
 ``with_current_accounting``).
 """
 
@@ -127,7 +127,8 @@ def with_current_accounting(result: dict) -> dict:
     s = result["schedule"]
     reference = [u["budget"]["reference"] for u in units.values() if "reference" in u.get("budget", {})]
     epochs = sum(r["epochs"] for r in reference)
-    per_epoch = sum(r["train_seconds"] + r["ls_seconds"] for r in reference) / epochs if epochs else 0.0
+    train_per_epoch = sum(r["train_seconds"] for r in reference) / epochs if epochs else 0.0
+    ls_per_epoch = sum(r["ls_seconds"] for r in reference) / epochs if epochs else 0.0
     for name, u in units.items():
         if u.get("accounting", 1) >= ACCOUNTING or "budget" not in u:
             continue
@@ -136,9 +137,16 @@ def with_current_accounting(result: dict) -> dict:
             needed = s["e0"] + s["ei"] * (rounds - 1)  # the last ranking's epoch
             missing = needed - u["budget"]["reference"]["epochs"]
             if missing > 0:
-                u["compute_seconds"] += missing * per_epoch
+                added, added_ls = missing * (train_per_epoch + ls_per_epoch), missing * ls_per_epoch
+                before = u["compute_seconds"]
+                u["compute_seconds"] += added
                 u["epochs"] += missing
-                print(f"  {name}: + {missing} reference epochs another unit trained ({missing * per_epoch:.0f} s)")
+                u["overhead"] = (u["overhead"] * before + added_ls) / u["compute_seconds"]  # its spectra count
+                # every point later by all of it: exact after the rounds (the final phase), later than
+                # the current accounting would place the earlier ones
+                u["time_to_target"] = [[seconds + added, value] for seconds, value in u["time_to_target"]]
+                print(f"  {name}: + {missing} reference epochs another unit trained ({added:.0f} s, added to its "
+                      "compute and to every time-to-target point)")
         if name.startswith("full-") and u.get("candidates"):
             seconds = u["compute_seconds"] / u["epochs"]
             spent, curve = 0.0, []

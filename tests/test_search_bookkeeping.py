@@ -227,20 +227,37 @@ def test_a_worker_that_dies_fails_its_job_only(tmp_path):
         executor.close()
 
 
-def test_jobs_on_one_run_directory_wait_for_each_other(synthetic_dir, tmp_path):
+def test_jobs_on_one_run_directory_wait_for_each_other(tmp_path, monkeypatch):
     import threading
-    import time
 
+    from sparsernn.search import executor as executor_module
     from sparsernn.search.executor import _run_lock
-    from sparsernn.sparsity import resolve_method
 
-    job = Job("reference", resolve_method(base_config(synthetic_dir, epochs=2)).to_dict(), str(tmp_path / "ref"), 1,
-              None)
+    entered = threading.Event()
+
+    def work(job):  # stands for the training: it must not start while another job holds the run
+        entered.set()
+        return Progress(job.name, epoch=job.to_epoch)
+
+    monkeypatch.setattr(executor_module, "_advance", work)
+    job = Job("reference", {}, str(tmp_path / "ref"), 1, None)
     finished: list[Progress] = []
     with _run_lock(tmp_path / "ref"):  # another search is training this run
         worker = threading.Thread(target=lambda: finished.append(advance(job)))
         worker.start()
-        time.sleep(1.0)
-        assert not finished and not (tmp_path / "ref" / "last.json").exists()
-    worker.join(120)
-    assert finished and finished[0].failed is None and finished[0].epoch == 1
+        assert not entered.wait(1.0)
+    worker.join(30)
+    assert entered.is_set() and finished and finished[0].epoch == 1
+
+
+def test_a_shared_database_keeps_two_searches_of_one_directory_name_apart(synthetic_dir, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    space, base = SearchSpace.model_validate(SPACE), base_config(synthetic_dir)
+    Search(tmp_path / "a" / "exp", space, base, SearchSettings(), storage=storage, executor=FakeExecutor())
+    with pytest.raises(ConfigError, match="belongs to another search directory named 'exp'"):
+        Search(tmp_path / "b" / "exp", space, base, SearchSettings(), storage=storage)
+    with pytest.raises(ConfigError, match="belongs to another search directory"):
+        Search.resume(tmp_path / "b" / "exp", storage=storage)
+    # the search itself, reached by another path to the same directory, is its own
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    assert Search.resume(tmp_path / "link" / "exp", storage=storage).settings == SearchSettings()

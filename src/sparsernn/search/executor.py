@@ -140,11 +140,19 @@ def read_attempts(run_dir: Path, to_epoch: int | None = None) -> list[dict[str, 
 def _run_lock(run_dir: Path):
     """One job at a time on a run directory (two searches sharing a cached reference wait for each
     other, then the second continues from the first's checkpoint)."""
+    import errno
     import fcntl
+    import warnings
 
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as exc:  # some network filesystems have no locks: run unlocked, saying so
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
+            warnings.warn(f"{run_dir}: no file locks here ({exc.strerror}); two searches must not share this run",
+                          stacklevel=3)
         yield
 
 
@@ -173,7 +181,7 @@ def _advance(job: Job) -> Progress:
         task_data = corpus_for(config)
         trainer = Trainer.open(run_dir, task_data, config)
         spectra = _read_spectra(run_dir)
-        costs = read_costs(run_dir)
+        costs = progress.costs = read_costs(run_dir)  # also a job that fails reports what was trained
         if trainer.epoch <= min(job.to_epoch, trainer.horizon):  # a start with work to do (not a no-op)
             progress.attempts = log_attempt(run_dir, job.to_epoch, trainer.epoch - 1)
 
@@ -219,7 +227,6 @@ def _advance(job: Job) -> Progress:
             measure(trainer.epoch - 1)
         progress.epoch = trainer.epoch - 1
         progress.spectra = spectra
-        progress.costs = costs
         progress.val_loss = {r["epoch"]: r["val_loss"] for r in trainer.history}
         key = f"val_{trainer.task.primary.name}"
         progress.val_metric = {r["epoch"]: r[key] for r in trainer.history}

@@ -5,7 +5,9 @@ after every epoch; each round ranks the candidates by their distance to the refe
 (or by validation loss, ``rank_by="loss"``), eliminates the farther half and inserts ``a // 4`` new
 candidates (``a``: the round's count) proposed by the sampler from the archive of (configuration,
 score); the inserted ones are brought up to the survivors' epoch, and all train ``ei`` more epochs.
-When ``survivors`` remain they train to the end of the schedule, continuing from their checkpoints;
+The ranking after which no more than ``survivors`` would remain (halving plus insertions) decides
+them instead: the nearest ``survivors`` train to the end of the schedule, continuing from their
+checkpoints;
 the best by the task's validation metric wins (perplexity for a language model, accuracy for a
 tagger), and its test metrics are measured once, at the end.
 ``strategy="full"`` trains every initial candidate to the end instead (the baseline LSH saves);
@@ -34,6 +36,7 @@ import hashlib
 import json
 import math
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sparsernn.config import RunConfig, upgrade_stored_config, validate
 from sparsernn.errors import ConfigError
+from sparsernn.files import atomic_write_text
 from sparsernn.progress import Reporter, SilentReporter
 from sparsernn.search.executor import Executor, Job, LocalExecutor, LSOptions, Progress
 from sparsernn.search.lease import Lease
@@ -54,6 +58,7 @@ from sparsernn.tasks import primary_metric
 
 STUDY = "hyperprune"
 DB = "search.db"
+SEARCH_ID = "search.id"
 
 
 class SearchSettings(BaseModel):
@@ -119,10 +124,11 @@ class Search:
             raise ConfigError(f"--storage {self.storage.split('://')[0]}: its database driver is not installed "
                               "(PostgreSQL: pip install 'sparsernn[postgres]')") from None
         stored = self.study.user_attrs
-        where = str(self.out.resolve())
-        if storage is not None and stored.get("out_dir", where) != where:  # a shared database: same name, other search
-            raise ConfigError(f"--storage: its study {self.study_name!r} belongs to the search in {stored['out_dir']}; "
-                              f"give this search a directory of another name than {self.out.name!r}")
+        id_file = self.out / SEARCH_ID
+        here = id_file.read_text().strip() if id_file.is_file() else None
+        if "search_id" in stored and here != stored["search_id"]:  # a shared database: same name, another search
+            raise ConfigError(f"--storage: its study {self.study_name!r} belongs to another search directory named "
+                              f"{self.out.name!r} (not {self.out}); give this search a directory of another name")
         if "settings" in stored:  # a search that exists: its own definition wins, nothing may change it
             if space is not None or base is not None or settings is not None:
                 raise ConfigError(f"{self.out}: holds a search already; continue it with --resume {self.out}")
@@ -142,7 +148,10 @@ class Search:
             if self.settings.sampler != "grid" and not space.distributions():
                 raise ConfigError(f"search space: nothing to sample for --sampler {self.settings.sampler} (every "
                                   "value is fixed); give choices: or ranges:, or use --sampler grid")
-            for key, value in (("out_dir", where), ("space", space.model_dump(mode="json")), ("base", base.to_dict()),
+            search_id = uuid.uuid4().hex  # names this search in its directory and its storage, wherever they are
+            atomic_write_text(id_file, search_id + "\n")
+            for key, value in (("search_id", search_id), ("space", space.model_dump(mode="json")),
+                               ("base", base.to_dict()),
                                ("reference_dir", str(self.reference_dir.resolve())),
                                ("state", {"phase": "start", "round": 0, "epoch": self.settings.e0, "alive": [],
                                           "budget": {}, "time_to_target": [], "compute_seconds": 0.0}),
@@ -165,6 +174,14 @@ class Search:
         return cls(out_dir, storage=storage, executor=executor, reporter=reporter, lease_seconds=lease_seconds)
 
     # ---- stored state ---------------------------------------------------------------------------
+
+    @property
+    def _owner(self) -> str:
+        """Who pays for the epochs this search trains, in the runs' cost ledgers (searches made before
+        searches had an id: their directory)."""
+        if not hasattr(self, "_owner_id"):
+            self._owner_id = self.study.user_attrs.get("search_id") or str(self.out.resolve())
+        return self._owner_id
 
     @property
     def state(self) -> dict[str, Any]:
@@ -302,7 +319,7 @@ class Search:
                reference: bool = False) -> dict[str, Progress]:
         """Bring candidates (and the reference) to ``epoch``; failures are marked and dropped."""
         ls = self.settings.ls_options() if phase != "final" else None
-        owner = str(self.out.resolve())
+        owner = self._owner
         jobs = [Job(name, self.candidate_config(name).to_dict(), str(self.out / "candidates" / name), epoch, ls, owner)
                 for name in names]
         if reference:
@@ -354,7 +371,7 @@ class Search:
             state["compute_seconds"] += progress.train_seconds + progress.ls_seconds
             return {}
         reached: dict[int, float] = {}
-        owner = str(self.out.resolve())
+        owner = self._owner
         for epoch in range(to_epoch + 1):
             charged_now = False
             for kind in ("train", "ls"):
@@ -526,9 +543,9 @@ class Search:
             started = time.perf_counter()
             model, config, _, _ = load_model(self.out / "candidates" / winner)
             task = build_task(config, corpus_for(config))
-            state["test"] = {"winner": winner, **{f"test_{k}": v for k, v in task.evaluate(model, "test").items()}}
-            # the winner's test score is the search's result, not its overhead: kept apart
-            state["budget"]["test_seconds"] = time.perf_counter() - started
+            state["test"] = {"winner": winner, **{f"test_{k}": v for k, v in task.evaluate(model, "test").items()},
+                             # scoring the winner is the search's result, not its overhead: kept apart
+                             "seconds": time.perf_counter() - started}
         for name in state["alive"]:
             self._set(name, f"final_val_{self.metric.name}", finished.get(name))
             scores = self.candidates()[name].user_attrs.get("scores", {})
