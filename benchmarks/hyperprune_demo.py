@@ -70,7 +70,7 @@ def main() -> None:
     train = sum(b["train_seconds"] for b in budget.values() if isinstance(b, dict))
     ls = result["search_overhead"]["ls_seconds"]
     ranking = result["search_overhead"]["ranking_and_sampling_seconds"]
-    test = result["test"]["seconds"]  # scoring the winner on the test split: the result, not overhead
+    test = result["test_seconds"]  # scoring the winner on the test split: the result, not overhead
     other = wall - train - ls - ranking - test
     winner = next(r for r in result["candidates"] if r["name"] == result["winner"])
     payload = {
