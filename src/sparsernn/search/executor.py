@@ -52,7 +52,7 @@ class Job:
     run_dir: str
     to_epoch: int
     ls: LSOptions | None  # None: no spectra (ranking by loss)
-    owner: str = ""  # who asks (a search's directory): the run's cost ledger says who paid for each epoch
+    owner: str = ""  # who asks (a search's id): the run's cost ledger says who paid for each epoch
 
 
 @dataclass

@@ -157,6 +157,9 @@ class Search:
                                           "budget": {}, "time_to_target": [], "compute_seconds": 0.0}),
                                ("settings", self.settings.model_dump(mode="json"))):
                 self.study.set_user_attr(key, value)  # settings last: "settings" marks a complete start
+        # who pays for the epochs this search trains, in the runs' cost ledgers (a search made before
+        # searches had an id: its directory)
+        self._owner = self.study.user_attrs.get("search_id") or str(self.out.resolve())
         # candidates are compared by their task's primary validation metric: perplexity (lower is
         # better) for a language model, accuracy (higher) for a tagger
         self.metric = primary_metric(self.base)
@@ -174,14 +177,6 @@ class Search:
         return cls(out_dir, storage=storage, executor=executor, reporter=reporter, lease_seconds=lease_seconds)
 
     # ---- stored state ---------------------------------------------------------------------------
-
-    @property
-    def _owner(self) -> str:
-        """Who pays for the epochs this search trains, in the runs' cost ledgers (searches made before
-        searches had an id: their directory)."""
-        if not hasattr(self, "_owner_id"):
-            self._owner_id = self.study.user_attrs.get("search_id") or str(self.out.resolve())
-        return self._owner_id
 
     @property
     def state(self) -> dict[str, Any]:
@@ -333,9 +328,9 @@ class Search:
                                        {"epochs": 0, "train_seconds": 0.0, "ls_seconds": 0.0})
             started = state["compute_seconds"]
             reached = self._charge(name, progress, epoch, bucket, state)
-            if name == "reference" and progress.failed:
-                raise ConfigError(f"the dense reference failed: {progress.failed}")
             if name == "reference":
+                if progress.failed:
+                    raise ConfigError(f"the dense reference failed: {progress.failed}")
                 continue
             if progress.attempts > 1:  # its job was started again: a worker died (Ray retried it) or a resume
                 retries = dict(self.candidates()[name].user_attrs.get("retries", {}))
