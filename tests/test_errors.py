@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,12 +15,12 @@ from sparsernn.config import ModelConfig
 from sparsernn.dynamics import lyapunov_spectrum
 from sparsernn.errors import CheckpointError, TrainingDiverged
 from sparsernn.models import RNNLanguageModel
-from sparsernn.runs import BEST, FAILED, LAST, load_model, save_model
+from sparsernn.runs import BEST, FAILED, LAST, RunDir, load_model, save_model
 from sparsernn.sparsity.dense import Dense
 from sparsernn.sparsity.iss import component_masks
 from sparsernn.train import Trainer
 
-from conftest import cli_in_process, tiny_config
+from conftest import CliResult, cli_in_process, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -131,14 +132,57 @@ def test_diverging_training_stops_keeps_the_last_good_checkpoint_and_says_why(sy
     assert meta["resume"]["step_in_epoch"] == 10 and not (tmp_path / BEST).exists()
 
 
-def test_diverging_training_from_the_command_line_exits_1_in_one_line(synthetic_dir, tmp_path):
-    result = cli_in_process("train", "--data-dir", synthetic_dir, "--hidden", "16,16", "--batch-size", "4",
-                            "--bptt", "5", "--epochs", "1", "--epoch-tokens", "400", "--lr", "1e30",
-                            "--set", "optim.clip=null", "--device", "cpu", "--out", tmp_path / "run")
+def _train_tiny_from_the_command_line(synthetic_dir, run: Path, epochs: int = 1) -> CliResult:
+    return cli_in_process("train", "--data-dir", synthetic_dir, "--hidden", "16,16", "--batch-size", "4",
+                          "--bptt", "5", "--epochs", epochs, "--epoch-tokens", "400", "--log-interval", "5",
+                          "--device", "cpu", "--out", run)
+
+
+def test_diverging_training_from_the_command_line_exits_1_in_one_line(synthetic_dir, tmp_path, monkeypatch):
+    # deterministic on every CPU: a weight is set to NaN after step 7, not left to a float path to overflow
+    original = Trainer.train_step
+
+    def poisoned(self, epoch, step):
+        result = original(self, epoch, step)
+        if step == 7:
+            with torch.no_grad():
+                self.model.decoder.weight[0, 0] = float("nan")
+        return result
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    result = _train_tiny_from_the_command_line(synthetic_dir, tmp_path / "run")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]  # progress lines, then the one line that says what happened
-    assert line.startswith("error: training loss became") and "training diverged" in line
+    assert line.startswith("error: training loss became nan in epoch 1, by step 10") and "training diverged" in line
     assert "no checkpoint was saved before" in line and (tmp_path / "run" / FAILED).is_file()
+    assert "best epoch" not in result.stdout
+
+
+def test_a_finite_validation_loss_whose_perplexity_overflows_is_divergence(synthetic_dir, tmp_path, monkeypatch):
+    """The defect seen on one CPU: validation loss finite (1e4 nats) but perplexity inf; the run must
+    stop as diverged (exit 1, failed.json, the last good checkpoint kept), not report `best epoch`."""
+    original = Trainer.evaluate_split
+
+    def overflowing(self, split):
+        if self.epoch == 2:  # one confident wrong token: every other target costs 1e4 nats, finite
+            with torch.no_grad():
+                self.model.decoder.weight.zero_()
+                self.model.decoder.bias.zero_()
+                self.model.decoder.bias[0] = 1e4
+        return original(self, split)
+
+    monkeypatch.setattr(Trainer, "evaluate_split", overflowing)
+    run = tmp_path / "run"
+    result = _train_tiny_from_the_command_line(synthetic_dir, run, epochs=2)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "best epoch" not in result.stdout
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: validation ppl is inf after epoch 2") and "training diverged" in line
+    assert f"{run} keeps its last good checkpoint" in line
+    failed = json.loads((run / FAILED).read_text())
+    assert failed["epoch"] == 2 and "ppl is inf" in failed["reason"]
+    _, meta = checkpoint.load(run / LAST)  # epoch 1's checkpoint, finite
+    assert meta["epoch"] == 2 and meta["resume"]["step_in_epoch"] == 0
+    assert [r["epoch"] for r in RunDir(run).records()] == [1]
 
 
 def dead_relu_model(dead: int) -> RNNLanguageModel:

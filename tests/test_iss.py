@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -14,7 +16,7 @@ from sparsernn.sparsity.lasso import GroupLasso
 from sparsernn.runs import load_model, save_model
 from sparsernn.train import Trainer
 
-from conftest import tiny_config
+from conftest import cli_in_process, tiny_config
 
 
 def component_size(model, layer: int, unit: int) -> int:
@@ -178,3 +180,45 @@ def test_strong_group_lasso_removes_components_and_compaction_is_exact(synthetic
     small = small.double()
     theirs, _ = small(tokens, small.init_state(4))
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cell, extra", [("rhn", ["--depth", "2"]), ("lstm", [])])
+def test_tied_iss_runs_with_an_explicit_embedding_size_compact_from_the_command_line(synthetic_dir, tmp_path, cell,
+                                                                                      extra):
+    """The RHN presets name model.embedding_size and tie weights; compacting such a run rebuilds a config
+    whose embedding shrinks with the last layer (the two sizes validated together, not one at a time)."""
+    run, small = tmp_path / "run", tmp_path / "small.safetensors"
+    trained = cli_in_process("train", "--data-dir", synthetic_dir, "--cell", cell, *extra, "--hidden", "24",
+                             "--embedding-size", "24", "--tie-weights", "--batch-size", "8", "--bptt", "10",
+                             "--epochs", "2", "--epoch-tokens", "800", "--method", "iss", "--target-units", "10",
+                             "--device", "cpu", "--out", run)
+    assert trained.returncode == 0, trained.stderr
+    compacted = cli_in_process("compact", run, "-o", small)
+    assert compacted.returncode == 0, compacted.stderr
+    model, config, _, _ = load_model(run)
+    smaller, small_config, _, meta = load_model(small)
+    assert smaller.hidden_sizes == [10] and small_config.model.hidden_sizes == [10]
+    assert small_config.model.embedding_size == 10 and small_config.model.tie_weights
+    assert small_config.sparsity.method == "dense" and meta["compacted_from"] == str(run / "best.safetensors")
+    assert smaller.embedding.weight.shape[1] == 10 and smaller.decoder.weight.data_ptr() == \
+        smaller.embedding.weight.data_ptr()
+    tokens = torch.randint(0, model.vocab_size, (12, 3), generator=torch.Generator().manual_seed(0))
+    model.eval(), smaller.eval()
+    with torch.inference_mode():
+        expected = model(tokens, model.init_state(3))[0]
+        assert torch.allclose(smaller(tokens, smaller.init_state(3))[0], expected, atol=1e-5)
+
+
+def test_a_fixed_lambda_that_removes_a_whole_layer_stops_the_run_where_it_happens(synthetic_dir, tmp_path):
+    run = tmp_path / "run"
+    result = cli_in_process("train", "--data-dir", synthetic_dir, "--hidden", "16,16", "--batch-size", "8",
+                            "--bptt", "10", "--epochs", "2", "--epoch-tokens", "2000", "--method", "iss",
+                            "--lasso-lambda", "1.0,0", "--device", "cpu", "--out", run)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "best epoch" not in result.stdout
+    line = result.stderr.strip().splitlines()[-1]
+    # lr 10 x lambda 1 shrinks every component of layer 0 to zero in the first proximal step
+    assert line.startswith("error: epoch 1, step 1: lasso_lambda 1 removed all 16 units of recurrent layer 0 "
+                           "(regulariser step 1)")
+    assert "--target-units / --target-multiply-adds" in line and "no checkpoint was saved before" in line
+    failed = json.loads((run / "failed.json").read_text())
+    assert (failed["epoch"], failed["step"]) == (1, 1) and "recurrent layer 0" in failed["reason"]

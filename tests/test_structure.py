@@ -135,3 +135,21 @@ def test_each_module_imports_on_its_own_in_a_fresh_interpreter():
     with ThreadPoolExecutor(max_workers=2) as pool:
         failures = [(name, err) for name, code, err in pool.map(imports, [m for m in modules() if not m.endswith("__main__")]) if code != 0]
     assert not failures
+
+
+def test_the_version_has_one_source():
+    """``__version__`` is the only place it is written: the installed metadata, ``--version``, a
+    checkpoint's record and the README's status line all read it."""
+    import re
+    from importlib.metadata import version
+
+    import sparsernn
+
+    pyproject = (PACKAGE.parents[1] / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and not re.search(r"^version\s*=", pyproject, re.M)
+    assert version("sparsernn") == sparsernn.__version__
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    assert re.search(r"\*\*Status \(v([0-9.]+)\)", readme).group(1) == sparsernn.__version__
+    from conftest import cli_in_process
+
+    assert cli_in_process("--version").stdout.strip() == sparsernn.__version__

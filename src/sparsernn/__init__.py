@@ -1,3 +1,4 @@
 """sparsernn: sparse, small and fast recurrent sequence models in PyTorch."""
 
-__version__ = "0.2.0"
+# the one place the version is written: pyproject.toml reads it from here (hatch), checkpoints record it
+__version__ = "0.3.0"

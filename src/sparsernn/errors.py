@@ -34,3 +34,8 @@ class Failure(SparsernnError):
 
 class TrainingDiverged(Failure):
     """Training produced a non-finite loss."""
+
+
+class LayerRemoved(Failure):
+    """A sparsifier removed every unit of a recurrent layer: the model can no longer carry anything
+    through it, so the run stops where it happened rather than finishing as a dead model."""

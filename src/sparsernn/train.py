@@ -24,7 +24,7 @@ from torch import nn
 from sparsernn import checkpoint
 from sparsernn.config import OptimConfig, RunConfig, validate
 from sparsernn.data.lm import Corpus
-from sparsernn.errors import CheckpointError, ConfigError, TrainingDiverged
+from sparsernn.errors import CheckpointError, ConfigError, Failure, LayerRemoved, TrainingDiverged
 from sparsernn.models.lm import count_parameters
 from sparsernn.optim import NTASGD
 from sparsernn.progress import Reporter, SilentReporter
@@ -195,7 +195,11 @@ class Trainer:
         started, window_units = time.perf_counter(), 0
         rate = f"{self.task.unit}/s"
         while self.step_in_epoch < self.steps_per_epoch:
-            loss, units = self.train_step(epoch, self.step_in_epoch)
+            try:
+                loss, units = self.train_step(epoch, self.step_in_epoch)
+            except LayerRemoved as exc:
+                step = self.step_in_epoch + 1
+                self._stop(LayerRemoved(f"epoch {epoch}, step {step}: {exc}"), step=step)
             self.epoch_loss += loss * units
             self.epoch_units += units
             window_units += units
@@ -264,8 +268,11 @@ class Trainer:
         while self.epoch <= stop:
             record = self.train_epoch()
             valid = self.evaluate_split("valid")
-            if not math.isfinite(valid["loss"]):
-                self._diverged(f"validation loss is {valid['loss']} after epoch {self.epoch}")
+            # every metric, not only the loss: a finite loss can still overflow its perplexity
+            non_finite = {name: value for name, value in valid.items() if not math.isfinite(value)}
+            if non_finite:
+                self._diverged(f"validation {', '.join(f'{k} is {v}' for k, v in non_finite.items())} "
+                               f"after epoch {self.epoch}")
             record.update({f"val_{name}": value for name, value in valid.items()})
             if isinstance(self.optimizer, NTASGD) and self.optimizer.observe(valid["loss"]):
                 self.reporter.message(f"epoch {self.epoch}: validation stalled; averaging weights from now on")
@@ -298,15 +305,19 @@ class Trainer:
         return self.summary()
 
     def _diverged(self, reason: str) -> None:
-        """Stop a run whose numbers stopped being finite: the last good checkpoint stays, and the run
-        directory records why (``failed.json``; a search marks such a candidate failed)."""
-        if self.run is not None:
-            self.run.write_json(FAILED, {"reason": reason, "epoch": self.epoch, "step": self.step_in_epoch})
+        """Stop a run whose numbers stopped being finite (see ``_stop``)."""
+        self._stop(TrainingDiverged(f"{reason}: training diverged (try a smaller learning rate or clip)"))
+
+    def _stop(self, error: Failure, step: int | None = None) -> None:
+        """Stop a run that cannot go on: the last good checkpoint stays, and the run directory records
+        why (``failed.json``; a search marks such a candidate failed)."""
         where = ""
         if self.run is not None:
+            self.run.write_json(FAILED, {"reason": str(error), "epoch": self.epoch,
+                                        "step": self.step_in_epoch if step is None else step})
             where = (f"; {self.run} keeps its last good checkpoint" if self.run.has_run
                      else f"; no checkpoint was saved before, in {self.run}")
-        raise TrainingDiverged(f"{reason}: training diverged (try a smaller learning rate or clip){where}")
+        raise type(error)(f"{error}{where}") from None
 
     def summary(self) -> dict[str, Any]:
         """Where the run stands: epochs trained, whether it is complete, and the best epoch's validation."""

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsernn.config import RunConfig, SparsityConfig
+from sparsernn.config import RunConfig, SparsityConfig, validate
 from sparsernn.models.cells import UnitSlice
 from sparsernn.models.lm import count_parameters
 from sparsernn.models.stack import multiply_adds
@@ -185,11 +185,12 @@ def nothing_to_remove(model: nn.Module, threshold: float | None) -> str:
 
 def compacted_config(config: RunConfig, small: nn.Module) -> RunConfig:
     """The run config that rebuilds a compacted model: its layer sizes, and dense (its sparsity is gone)."""
-    compacted = config.model_copy(deep=True)
-    compacted.model.hidden_sizes = list(small.hidden_sizes)
-    compacted.model.embedding_size = small.embedding_size
-    compacted.sparsity = SparsityConfig()
-    return compacted
+    # built whole and validated once: sizes set one at a time would be checked against each other half-way
+    # (a tied model whose embedding must equal the last layer's width)
+    data = config.to_dict()
+    data["model"] |= {"hidden_sizes": list(small.hidden_sizes), "embedding_size": small.embedding_size}
+    data["sparsity"] = SparsityConfig().model_dump(mode="json")
+    return validate(data, "compacted config")
 
 
 def size_summary(model: nn.Module) -> dict[str, Any]:

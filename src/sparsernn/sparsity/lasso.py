@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsernn.errors import LayerRemoved
 from sparsernn.sparsity.iss import (
     EPSILON,
     _unit_view,
@@ -205,9 +206,21 @@ class GroupLasso:
                 p.masked_fill_(p.abs() < self.threshold, 0.0)
         self._mark_removed(removable_units(self.model, self.biases))
         self.step += 1
+        self._refuse_an_empty_layer()
         if self.targets is not None and self.step == self.end_step:
             self._cut_to_targets()
         self._zero_removed(grads=False)
+
+    def _refuse_an_empty_layer(self) -> None:
+        """Stop where a fixed lambda removes a whole layer (targets keep at least one unit per layer)."""
+        for n, removed in enumerate(self.removed):
+            if bool(removed.all()):
+                lam = self.layer_lambdas[n].item()
+                option = "--lasso-lambda" if self.mode == "group" else "--lasso-lambda (l1)"
+                raise LayerRemoved(
+                    f"lasso_lambda {lam:g} removed all {removed.numel()} units of recurrent layer {n} "
+                    f"(regulariser step {self.step}); use a smaller {option}, or let the size be "
+                    "steered: --target-units / --target-multiply-adds (method iss)")
 
     def end_epoch(self, epoch: int, metrics: dict) -> None:
         metrics["iss_sizes"] = self.kept()
