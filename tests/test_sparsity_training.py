@@ -188,3 +188,45 @@ def test_nt_asgd_switches_when_validation_stops_improving():
     # AWD-LSTM's rule: worse than the best loss from before the last `nonmono` epochs
     switched = [optimizer.observe(v) for v in (5.0, 4.0, 3.0, 2.9, 3.5, 3.2)]
     assert switched == [False, False, False, False, False, True] and optimizer.averaging
+
+
+def _selfish(synthetic_corpus, death_rate: float):
+    return tiny_config(data={"epoch_tokens": 8 * 10 * 12, "dir": str(synthetic_corpus.directory)},
+                       sparsity={"method": "selfish", "density": 0.5, "death_rate": death_rate},
+                       train={"epochs": 3})
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "nt_asgd"])
+def test_the_saved_best_model_of_each_epoch_scores_what_was_recorded(optimizer, synthetic_corpus, tmp_path):
+    """An epoch-end mask update (Selfish-RNN) comes after the epoch's model is validated and saved:
+    evaluating best.safetensors, at any epoch, gives exactly the recorded validation score."""
+    from sparsernn.tasks.lm import LanguageModelling
+
+    config = _selfish(synthetic_corpus, 0.5)
+    config.optim.name = optimizer
+    trainer = Trainer(config, synthetic_corpus, tmp_path)
+    task = LanguageModelling(config, synthetic_corpus)
+    for epoch in (1, 2, 3):
+        trainer.fit(until_epoch=epoch)
+        record = trainer.history[-1]
+        if record["best"]:
+            model, *_ = load_model(tmp_path / BEST)
+            assert task.evaluate(model, "valid")["ppl"] == pytest.approx(record["val_ppl"], rel=1e-6)
+    assert trainer.sparsifier.updates == 2  # after epochs 1 and 2, none after the last
+
+
+def test_candidates_with_identical_weights_get_identical_spectra(synthetic_corpus, tmp_path):
+    """Two Selfish-RNN candidates differing only in death rate hold the same weights after epoch 1 (the
+    rate acts only in the update that follows): their spectra of epoch 1 must be the same."""
+    from sparsernn.search.executor import Job, LSOptions, advance
+
+    ls = LSOptions(k=6, samples=2, steps=10)
+    progress = [advance(Job(name, _selfish(synthetic_corpus, rate).to_dict(), str(tmp_path / name), 1, ls))
+                for name, rate in (("a", 0.3), ("b", 0.8))]
+    assert not any(p.failed for p in progress)
+    assert progress[0].val_metric[1] == progress[1].val_metric[1]
+    assert progress[0].spectra["hc"][1] == progress[1].spectra["hc"][1]
+    # and after epoch 2 they differ: the update after epoch 1 removed 30% vs 80% of the weights
+    progress = [advance(Job(name, _selfish(synthetic_corpus, rate).to_dict(), str(tmp_path / name), 2, ls))
+                for name, rate in (("a", 0.3), ("b", 0.8))]
+    assert progress[0].spectra["hc"][2] != progress[1].spectra["hc"][2]

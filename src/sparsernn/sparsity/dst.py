@@ -32,6 +32,10 @@ class DynamicSparsity(MaskedSparsifier):
     ``update_every``: steps between mask updates, or ``"epoch"`` for updates at epoch ends (never
     after ``stop_step`` / ``stop_epoch``). The death rate anneals by cosine from ``death_rate`` to
     ``death_rate_min`` over the steps up to ``stop_step``.
+
+    An epoch-end update is decided at the epoch's end (its rate, from the step count then) and applied
+    after the next optimizer step, as a step-level update is: the model an epoch ends with is the one
+    validated, saved as best and measured (its spectrum), and no update follows the last epoch.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class DynamicSparsity(MaskedSparsifier):
         self.thresholds: dict[str, float] = {}
         self.momenta: dict[str, torch.Tensor] = {}
         self.updates = 0
+        self.pending_rate: float | None = None  # an epoch-end update not applied yet (its death rate)
 
     @property
     def uses_momentum(self) -> bool:
@@ -104,13 +109,16 @@ class DynamicSparsity(MaskedSparsifier):
 
     def after_step(self) -> None:
         super().after_step()
+        if self.pending_rate is not None:
+            rate, self.pending_rate = self.pending_rate, None
+            self.update(rate)
         if (self.dynamic and isinstance(self.update_every, int) and self.step % self.update_every == 0
                 and self.step < self.stop_step):
             self.update(self.current_death_rate())
 
     def end_epoch(self, epoch: int, metrics: dict) -> None:
         if self.dynamic and self.update_every == "epoch" and self.step < self.stop_step:
-            self.update(self.current_death_rate())
+            self.pending_rate = self.current_death_rate()
 
     @torch.no_grad()
     def update(self, rate: float) -> dict[str, tuple[int, int]]:
@@ -168,7 +176,7 @@ class DynamicSparsity(MaskedSparsifier):
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "thresholds": dict(self.thresholds), "momenta": dict(self.momenta),
-                "updates": self.updates}
+                "updates": self.updates, "pending_rate": self.pending_rate}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -176,6 +184,8 @@ class DynamicSparsity(MaskedSparsifier):
         for name, value in state["momenta"].items():
             self.momenta[name].copy_(value)
         self.updates = state["updates"]
+        # absent before 0.3: the update was applied at the epoch's end, before the checkpoint
+        self.pending_rate = state.get("pending_rate")
 
 
 # ---- the methods -----------------------------------------------------------------------------------
