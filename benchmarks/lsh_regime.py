@@ -42,6 +42,15 @@ REGIMES: dict[str, tuple[str, dict]] = {
                                              "train.epochs": 10, "optim.decay_start_epoch": 6,
                                              "sparsity.prunable": ["recurrent", "decoder"]}),
     "w256-t100k-rec": ("iss-ptb-cpu", {"sparsity.prunable": ["recurrent"]}),
+    # a slice small enough that dense overfits within the schedule (its best epoch before the last)
+    "w128-t20k-rec": ("hyperprune-demo", {"model.hidden_sizes": [128, 128], "model.dropout": 0.2,
+                                          "data.epoch_tokens": None, "data.train_tokens": 20_000,
+                                          "train.epochs": 12, "optim.decay_start_epoch": 8,
+                                          "sparsity.prunable": ["recurrent"]}),
+    "w256-t20k-rec": ("hyperprune-demo", {"model.hidden_sizes": [256, 256], "model.dropout": 0.3,
+                                          "data.epoch_tokens": None, "data.train_tokens": 20_000,
+                                          "train.epochs": 12, "optim.decay_start_epoch": 8,
+                                          "sparsity.prunable": ["recurrent"]}),
 }
 
 # method -> its settings (density 0.33 for every sparse one); ER init where a method takes it
