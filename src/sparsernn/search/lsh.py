@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sparsernn.config import RunConfig, upgrade_stored_config, validate
 from sparsernn.errors import ConfigError
@@ -49,7 +49,8 @@ from sparsernn.files import atomic_write_text
 from sparsernn.progress import Reporter, SilentReporter
 from sparsernn.search.executor import Executor, Job, LocalExecutor, LSOptions, Progress
 from sparsernn.search.lease import Lease
-from sparsernn.search.ls_space import ls_distances, nearer_half
+from sparsernn.search.ls_space import ls_distances
+from sparsernn.search.ranking import RULES, Evidence, decide
 from sparsernn.search.report import leaderboard, write_report
 from sparsernn.search.samplers import propose
 from sparsernn.search.space import SearchSpace
@@ -71,10 +72,12 @@ class SearchSettings(BaseModel):
     e0: int = Field(1, ge=1, description="epochs before the first ranking")
     ei: int = Field(1, ge=1, description="epochs between rankings")
     survivors: int = Field(2, ge=1, description="candidates trained to the end")
-    rank_by: Literal["ls", "loss"] = Field("ls", description="LS distance to the dense reference, or validation loss")
-    strategy: Literal["lsh", "full", "hyperband"] = Field(
-        "lsh", description="lsh: eliminate by rounds; full: train all to the end; hyperband: Optuna's Hyperband "
-        "pruner on validation loss, candidates one at a time")
+    rank_by: str = Field("ls", description="the ranking rule of each round (sparsernn.search.ranking): ls (LS "
+                         "distance to the dense reference), loss, pareto, rank_sum, ls_band")
+    strategy: Literal["lsh", "top_k", "full", "hyperband"] = Field(
+        "lsh", description="lsh: eliminate by rounds; top_k: the first ranking keeps the survivors (one-epoch top-K "
+        "with --rank-by loss); full: train all to the end; hyperband: Optuna's Hyperband pruner on validation loss, "
+        "candidates one at a time")
     distance: Literal["pca2", "raw"] = Field("pca2", description="LS distance: 2-D PCA space, or raw spectra")
     k: int | None = Field(64, ge=1, description="exponents per spectrum (None: all)")
     state: Literal["hc", "h"] = Field(
@@ -85,6 +88,13 @@ class SearchSettings(BaseModel):
     seed: int = Field(0, description="seed of the samplers")
     workers: int = Field(1, ge=1, description="candidates trained at once (processes)")
 
+    @field_validator("rank_by")
+    @classmethod
+    def _known_rule(cls, name: str) -> str:
+        if name not in RULES:
+            raise ValueError(f"expected one of {', '.join(RULES.names())}, got {name!r}")
+        return name
+
     @model_validator(mode="after")
     def _fewer_survivors(self) -> SearchSettings:
         if self.survivors >= self.n and self.sampler != "grid":
@@ -93,7 +103,7 @@ class SearchSettings(BaseModel):
 
     def ls_options(self) -> LSOptions | None:
         return LSOptions(k=self.k, states=(self.state,), samples=self.samples, steps=self.steps) \
-            if self.rank_by == "ls" and self.strategy == "lsh" else None
+            if RULES[self.rank_by].needs_spectra and self.strategy in ("lsh", "top_k") else None
 
 
 def _seed(*parts: Any) -> int:
@@ -387,20 +397,27 @@ class Search:
 
     def _scores(self, results: dict[str, Progress], names: list[str], epoch: int, round_: int,
                 state: dict[str, Any]) -> dict[str, float]:
+        """The ranking rule's scores of ``names`` at ``epoch`` (lower ranks first), each candidate's
+        evidence (LS distance, validation loss) stored with it."""
         started = time.perf_counter()
-        if self.settings.rank_by == "loss":
-            scores = {name: results[name].val_loss[epoch] for name in names}
-        else:
+        rule = RULES[self.settings.rank_by]
+        losses = {name: results[name].val_loss[epoch] for name in names}
+        distances = None
+        if rule.needs_spectra:
             spectra = {name: results[name].spectra[self.settings.state] for name in names}
-            scores, points = ls_distances(results["reference"].spectra[self.settings.state], spectra, epoch,
-                                          self.settings.distance, self.settings.k)
+            distances, points = ls_distances(results["reference"].spectra[self.settings.state], spectra, epoch,
+                                             self.settings.distance, self.settings.k)
             (self.out / "ls_space").mkdir(exist_ok=True)
             (self.out / "ls_space" / f"round-{round_}.json").write_text(json.dumps(points))
+        scores = rule.score(Evidence(losses, distances))
         trials = self.candidates()
         for name, score in scores.items():
-            history = dict(trials[name].user_attrs.get("scores", {}))
-            history[str(epoch)] = score
-            self._set(name, "scores", history)
+            attrs = trials[name].user_attrs
+            for key, value in (("scores", score), ("val_losses", losses[name]),
+                               *((("distances", distances[name]),) if distances is not None else ())):
+                history = dict(attrs.get(key, {}))
+                history[str(epoch)] = value
+                self._set(name, key, history)
         state["budget"]["overhead_seconds"] = state["budget"].get("overhead_seconds", 0.0) + \
             time.perf_counter() - started
         return scores
@@ -443,25 +460,25 @@ class Search:
         self._drop_failed(state)
         alive = list(state["alive"])
         self.reporter.message(f"round {round_}: {len(alive)} candidates to epoch {epoch}")
-        results = self._train(alive, epoch, f"round {round_}", state, reference=settings.rank_by == "ls")
+        results = self._train(alive, epoch, f"round {round_}", state,
+                              reference=RULES[settings.rank_by].needs_spectra)
         alive = state["alive"]
         scores = self._scores(results, alive, epoch, round_, state)
         self.reporter.message(self.leaderboard(scores))
-        horizon = self.base.train.epochs
-        kept, eliminated = nearer_half(scores)
         count = len(alive) // 4 if settings.sampler != "grid" else 0  # insertions
-        if len(kept) + count <= settings.survivors or epoch + settings.ei >= horizon:
-            # this ranking decides the survivors: the nearest ``survivors`` train to the end (another
-            # round would only rank them again)
-            keep = sorted(alive, key=lambda n: (scores[n], n))[:settings.survivors]
-            for name in alive:
-                if name not in keep:
-                    self._finish_trial(name, "eliminated", scores[name])
-            state["alive"], state["phase"] = keep, "final"
+        # the ranking that would leave no more than ``survivors`` decides them (another round would only
+        # rank them again), as do the schedule's last ranking and top-K's first
+        decision = decide(sorted(alive, key=lambda n: (scores[n], n)), settings.survivors, count,
+                          epoch + settings.ei >= self.base.train.epochs, settings.strategy == "top_k")
+        kept, eliminated = decision.kept, decision.eliminated
+        if decision.final:
+            for name in eliminated:
+                self._eliminate(name, epoch, scores[name])
+            state["alive"], state["phase"] = kept, "final"
             self._save_state(state)
             return
         for name in eliminated:
-            self._finish_trial(name, "eliminated", scores[name])
+            self._eliminate(name, epoch, scores[name])
         inserted: list[str] = []
         if count:
             started = time.perf_counter()
@@ -477,6 +494,11 @@ class Search:
                               + (f"; inserted {', '.join(inserted)}" if inserted else ""))
         state.update(alive=kept + inserted, round=round_ + 1, epoch=epoch + settings.ei)
         self._save_state(state)
+
+    def _eliminate(self, name: str, epoch: int, score: float) -> None:
+        """A candidate out of the search, with when and by which rule (the report says it)."""
+        self._set(name, "eliminated", {"epoch": epoch, "rule": self.settings.rank_by})
+        self._finish_trial(name, "eliminated", score)
 
     def _hyperband(self, state: dict[str, Any]) -> None:
         """Candidates one at a time, each reported to Optuna's Hyperband pruner after every epoch."""
