@@ -20,6 +20,7 @@ from rich.table import Table
 
 from sparsernn import __version__
 from sparsernn.errors import SparsernnError
+from sparsernn.files import refuse_overwriting_inputs
 
 app = typer.Typer(
     help="sparsernn: sparse, small and fast recurrent sequence models.",
@@ -492,7 +493,7 @@ def eval_(
             raise SparsernnError(f"--split: expected valid, test or train, got {name!r}")
     if batch_size is not None and batch_size < 1:
         raise SparsernnError(f"--batch-size: expected a positive number, got {batch_size}")
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
     path, model, _, task = _model_and_task(ckpt, data_dir, dev, eval_batch_size=batch_size)
     primary = task.primary.name
     results = {}
@@ -541,7 +542,10 @@ def lyapunov(
     for option, value in (("--samples", samples), ("--steps", steps), ("--qr-every", qr_every)):
         if value < 1:
             raise SparsernnError(f"{option}: expected a positive number, got {value}")
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
+    for option, output in (("--out", out_json), ("--plot", plot)):
+        if output is not None:
+            refuse_overwriting_inputs(option, output, ckpts)
     spectra, corpora = {}, {}
     for ckpt in ckpts:
         path, model, _, task = _model_and_task(ckpt, data_dir, dev, corpora)
@@ -592,6 +596,7 @@ def compact(
     from sparsernn.sparsity.iss import compacted_config, nothing_to_remove, removable_units, size_summary
 
     path = model_path(ckpt)
+    refuse_overwriting_inputs("--out", out_path, [ckpt, path])
     model, cfg, _, meta = load_model(path)
     try:
         removable = removable_units(model)
@@ -653,6 +658,8 @@ def tag_predict(
     from sparsernn.runs import load_model, model_path
 
     path = model_path(ckpt)
+    if out_path is not None:
+        refuse_overwriting_inputs("--out", out_path, [ckpt, path, text])
     model, cfg, _, meta = load_model(path)
     if "tags" not in meta:
         raise SparsernnError(f"{path}: not a tagger checkpoint (it has no tag set); train one with sparsernn tag train")
@@ -692,7 +699,7 @@ def iss_tau(
 
     if not 0.0 <= margin < 1.0:
         raise SparsernnError(f"--margin: expected a fraction in [0, 1), got {margin}")
-    path, model, _, task = _model_and_task(ckpt, data_dir, resolve_device(device))
+    path, model, _, task = _model_and_task(ckpt, data_dir, resolve_device(device, "--device"))
     primary = task.primary.name
     try:
         tau, trials = zeroing_threshold(model, lambda m: task.evaluate(m, "valid")[primary], margin, task.primary.goal)

@@ -16,10 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sparsernn.errors import ConfigError
+from sparsernn.files import load_yaml
 
 
 class _Section(BaseModel):
@@ -222,6 +222,14 @@ class SparsityConfig(_Section):
     target_epoch: int | None = Field(None, gt=0, description="iss: epoch whose end the target is reached by "
                                      "(default 3/4 of train.epochs)")
 
+    @field_validator("lasso_lambda")
+    @classmethod
+    def _non_negative_lambda(cls, value: float | list[float] | None) -> float | list[float] | None:
+        values = value if isinstance(value, list) else [] if value is None else [value]
+        if any(not v >= 0 for v in values):  # "not >=" catches NaN too
+            raise ValueError(f"must be >= 0 (a negative penalty would grow the weights), got {value}")
+        return value
+
     @field_validator("update_every")
     @classmethod
     def _positive_interval(cls, value: int | str | None) -> int | str | None:
@@ -269,12 +277,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found{hint}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML") from None
+    data = load_yaml(text, path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -322,6 +325,29 @@ def validate(data: dict[str, Any], source: str = "config") -> RunConfig:
         raise ConfigError(f"{source}: {field + ': ' if field else ''}{msg}{shown}") from None
 
 
+def check_field(dotted: str, value: Any, source: str) -> None:
+    """One field's value checked against its own declaration (whatever the other fields are), so a
+    value a later layer replaces is still checked, and named by its ``source``."""
+    section, _, name = dotted.partition(".")
+    try:
+        validate({section: {name: value}}, source)
+    except ConfigError as exc:
+        problem = str(exc).removeprefix(f"{source}: ")
+        if problem.startswith(dotted):  # not a cross-field check against the defaults it was checked with
+            raise
+
+
+def check_fields(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Every field of one layer (a preset, a config file) checked on its own; returns ``data``."""
+    for section, fields in data.items():
+        if not isinstance(fields, dict):
+            validate({section: fields}, source)  # names the section and what it expected
+            continue
+        for name, value in fields.items():
+            check_field(f"{section}.{name}", value, source)
+    return data
+
+
 def resolve_config(
     preset: str | None = None,
     config_file: str | Path | None = None,
@@ -331,10 +357,10 @@ def resolve_config(
     data: dict[str, Any] = {}
     sources = []
     if preset is not None:
-        data = _deep_merge(data, load_preset(preset))
+        data = _deep_merge(data, check_fields(load_preset(preset), f"preset {preset}"))
         sources.append(f"preset {preset}")
     if config_file is not None:
-        data = _deep_merge(data, _read_yaml(Path(config_file)))
+        data = _deep_merge(data, check_fields(_read_yaml(Path(config_file)), str(config_file)))
         sources.append(str(config_file))
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
@@ -349,10 +375,12 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r}: expected FIELD=VALUE, e.g. optim.lr=20")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
+        value = load_yaml(raw, f"override {text!r}")
+    except ConfigError:
         value = raw
-    return key.strip(), value
+    key = key.strip()
+    check_field(key, value, f"--set {text}")  # checked now: a later option may replace it
+    return key, value
 
 
 def upgrade_stored_config(config: dict[str, Any]) -> dict[str, Any]:

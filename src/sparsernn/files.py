@@ -1,13 +1,18 @@
-"""Atomic file writes: a temporary file beside the target, fsync, rename. A killed process leaves the
-previous file or the new one, never a torn one; a write that cannot happen is a one-line error."""
+"""Files: atomic writes (a temporary file beside the target, fsync, rename: a killed process leaves the
+previous file or the new one, never a torn one; a write that cannot happen is a one-line error), an
+output that would replace a command's input refused, and YAML read strictly (a key written twice is
+an error, not a silent last-wins)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from sparsernn.errors import SparsernnError
+import yaml
+
+from sparsernn.errors import ConfigError, SparsernnError
 
 
 def _read_umask() -> int:
@@ -60,3 +65,45 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def refuse_overwriting_inputs(option: str, output: str | Path, inputs: list[str | Path]) -> None:
+    """A command's output must not replace what it reads: the input files themselves (a checkpoint's
+    JSON header beside it included) and the files of an input run directory."""
+    target = Path(output).resolve()
+    for item in map(Path, inputs):
+        if item.is_dir():
+            protected = {p.resolve() for p in item.iterdir() if p.is_file()}
+        else:
+            protected = {item.resolve(), item.with_suffix(".json").resolve()}
+        if target in protected:
+            raise SparsernnError(f"{option} {output}: would overwrite the input {item}"
+                                 f"{'' if target == item.resolve() else f' ({target.name})'}; write elsewhere")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that writes one key twice."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is written twice (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, source: str | Path):
+    """YAML as PyYAML's safe loader reads it, except that a key written twice in one mapping is an
+    error (the safe loader keeps the last silently); every problem is one line naming ``source``."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as exc:
+        if exc.problem and "written twice" in exc.problem:
+            raise ConfigError(f"{source} line {exc.problem_mark.line + 1}: {exc.problem}") from None
+        raise ConfigError(f"{source}: is not valid YAML ({exc.problem})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"{source}:{f' line {mark.line + 1}' if mark else ''} is not valid YAML") from None

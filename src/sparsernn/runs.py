@@ -74,8 +74,27 @@ class RunDir:
     # ---- metrics and results -----------------------------------------------------------------
 
     def records(self) -> list[dict[str, Any]]:
+        """The metrics lines; a torn last line (a process killed while appending it) is skipped, any
+        other line that is not a JSON object is a one-line error naming the file and line."""
         path = self.path / METRICS
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+        if not path.is_file():
+            return []
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path}: cannot be read as UTF-8 text ({type(exc).__name__})") from None
+        records = []
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict):
+                if number == len(lines) and not line.rstrip().endswith("}"):
+                    break  # torn by a kill mid-append: the line was never finished
+                raise CheckpointError(f"{path} line {number}: not a metrics record (a JSON object)")
+            records.append(record)
+        return records
 
     def write_records(self, records: list[dict[str, Any]]) -> None:
         atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in records))
@@ -86,7 +105,12 @@ class RunDir:
 
     def read_json(self, name: str) -> Any:
         path = self.path / name
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{path}: not readable JSON ({type(exc).__name__})") from None
 
     def write_json(self, name: str, value: Any) -> None:
         atomic_write_text(self.path / name, json.dumps(value, indent=1) + "\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -36,12 +37,31 @@ from sparsernn.sparsity.report import density_report, density_table
 from sparsernn.tasks import Task, build_task
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; anything else is refused naming ``option``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: cuda requested but no CUDA device is available")
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not (kind == "cuda" and index.isdigit())):
+        raise ConfigError(f"{option}: expected auto, cpu, cuda or cuda:N, got {name!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{option}: cuda requested but no CUDA device is available")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"{option}: {name} requested but there are {torch.cuda.device_count()} CUDA devices")
     return torch.device(name)
+
+
+def build_model_within_memory(task, config, device: torch.device) -> nn.Module:
+    """The task's model on ``device``; a size that does not fit in memory is one line naming the sizes."""
+    try:
+        return task.build_model(config).to(device)
+    except (MemoryError, torch.OutOfMemoryError, RuntimeError) as exc:
+        if not isinstance(exc, (MemoryError, torch.OutOfMemoryError)) and "allocate" not in str(exc):
+            raise
+        wanted = re.search(r"allocate (\d+) bytes", str(exc))
+        size = f" (one tensor of {int(wanted.group(1)) / 2**30:,.1f} GiB)" if wanted else ""
+        raise Failure(f"model.hidden_sizes {config.hidden_sizes}, embedding_size {config.embedding_size}: the model "
+                      f"does not fit in memory on {device}{size}; choose smaller sizes") from None
 
 
 def learning_rate(config: OptimConfig, epoch: int) -> float:
@@ -112,7 +132,7 @@ class Trainer:
         self.device = resolve_device(config.train.device)
         self.task = build_task(config, data, self.device)
         seed_everything(config.train.seed)
-        self.model = self.task.build_model(config.model).to(self.device)
+        self.model = build_model_within_memory(self.task, config.model, self.device)
         if config.train.init_from:
             self._init_from(Path(config.train.init_from))
         self.optimizer = build_optimizer(self.model.parameters(), config.optim)

@@ -54,12 +54,34 @@ from sparsernn.search.ranking import RULES, Evidence, decide
 from sparsernn.search.report import leaderboard, write_report
 from sparsernn.search.samplers import propose
 from sparsernn.search.space import SearchSpace
+from sparsernn.search.storage import DB, open_study, storage_url
 from sparsernn.sparsity import resolve_method
 from sparsernn.tasks import primary_metric
 
 STUDY = "hyperprune"
-DB = "search.db"
 SEARCH_ID = "search.id"
+
+
+def _check_search_dir(out: Path) -> None:
+    """The directory of a new search: not a file, not inside one, not a training run's directory."""
+    from sparsernn.runs import RunDir
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: a file, not a directory")
+    if out.is_dir() and not (out / DB).exists() and (RunDir(out).has_run or (out / "config.yaml").is_file()):
+        raise ConfigError(f"--out {out}: holds a training run; a search needs a directory of its own")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--out {out}: {parent} is a file, not a directory")
+            break
+
+
+def _make_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot be created ({exc.strerror})") from None
 
 
 class SearchSettings(BaseModel):
@@ -119,20 +141,20 @@ class Search:
                  reporter: Reporter | None = None, lease_seconds: float = 60.0) -> None:
         self.out = Path(out_dir)
         self.lease_seconds = lease_seconds
-        self.out.mkdir(parents=True, exist_ok=True)
-        if storage is not None and storage.startswith("postgresql://"):  # psycopg 3 (the postgres extra), also
-            storage = "postgresql+psycopg://" + storage.removeprefix("postgresql://")  # where SQLAlchemy < 2.1
-        self.storage = storage or f"sqlite:///{(self.out / DB).resolve()}"
+        starting = space is not None or base is not None  # else a resume: it only reads until it runs
+        if starting:
+            _check_search_dir(self.out)
+        elif not self.out.is_dir():
+            raise ConfigError(f"{self.out}: no search to resume here (not a directory)")
+        self.storage = storage_url(storage, self.out)
         # its own database file holds one search; a shared database (PostgreSQL) holds one per search
         # directory name, so several searches can share a server (another directory of the same name
         # is refused below)
         self.study_name = STUDY if storage is None else f"{STUDY}:{self.out.resolve().name}"
-        try:
-            self.study = optuna.create_study(study_name=self.study_name, storage=self.storage, direction="minimize",
-                                             load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
-        except ImportError:
-            raise ConfigError(f"--storage {self.storage.split('://')[0]}: its database driver is not installed "
-                              "(PostgreSQL: pip install 'sparsernn[postgres]')") from None
+        if starting and storage is None:  # the database lives in the directory
+            _make_dir(self.out)
+        self.study = open_study(self.storage, self.study_name, create=starting)
+        _make_dir(self.out)  # with a database elsewhere: once it opened
         stored = self.study.user_attrs
         id_file = self.out / SEARCH_ID
         here = id_file.read_text().strip() if id_file.is_file() else None
@@ -147,8 +169,11 @@ class Search:
             self.settings = SearchSettings.model_validate(stored["settings"])
             self.reference_dir = Path(stored["reference_dir"])
         else:
+            if not starting:
+                raise ConfigError(f"{self.out}: its search never completed its start (no settings stored); "
+                                  "start it again with --out")
             if space is None or base is None:
-                raise ConfigError(f"{self.out}: no search to resume here")
+                raise ConfigError(f"{self.out}: a new search needs both a space and a base config")
             self.space, self.base, self.settings = space, base, settings or SearchSettings()
             if self.settings.e0 >= base.train.epochs:
                 raise ConfigError(f"e0 ({self.settings.e0}) must be shorter than the schedule "

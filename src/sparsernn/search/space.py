@@ -22,15 +22,16 @@ Example (``configs/search/paper.yaml``)::
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sparsernn.config import RunConfig, presets_dir, validate
 from sparsernn.errors import ConfigError
+from sparsernn.files import load_yaml
 from sparsernn.sparsity import METHODS, resolve_method
 
 SPARSITY_FIELDS = set(RunConfig.model_fields["sparsity"].annotation.model_fields)
@@ -56,6 +57,10 @@ class Range(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"bounds must be finite numbers, got low {self.low}, high {self.high}")
+        if self.integer and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError(f"an integer range needs integer bounds, got low {self.low}, high {self.high}")
         if not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         if self.log and self.low <= 0:
@@ -112,6 +117,14 @@ class SearchSpace(BaseModel):
             if method not in METHODS or method in ("dense", "iss", "l1"):
                 raise ValueError(f"sparsity.method {method!r}: a search covers masked methods with a density "
                                  f"target (static, set, rigl, snfs, dsr, selfish, gmp)")
+        # a varied setting no method of the space reads would list identical candidates as different
+        read = set().union(*(METHODS[m].fields for m in methods)) | {"method", "density", "prunable"}
+        for group in ("choices", "ranges"):
+            for key in getattr(self, group):
+                section, _, name = key.partition(".")
+                if section == "sparsity" and name not in read:
+                    raise ValueError(f"{group}.{key}: not read by {' or '.join(map(str, methods))}, so its values "
+                                     "would train identical candidates (`sparsernn methods` lists what each reads)")
         return self
 
     # ---- what samplers see ----------------------------------------------------------------------
@@ -161,14 +174,12 @@ def load_space(source: str | Path) -> SearchSpace:
             raise ConfigError(f"unknown search space {source!r}; presets: {', '.join(space_presets())}, "
                               f"or give a YAML file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: search space file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the search space ({exc})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"{path}:{f' line {mark.line + 1}' if mark else ''} is not valid YAML") from None
+    data = load_yaml(text, path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping (density, choices, ranges, fixed)")
     try:
