@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sparsernn.config import RunConfig, upgrade_stored_config, validate
 from sparsernn.errors import ConfigError
-from sparsernn.files import atomic_write_text
+from sparsernn.files import atomic_write_text, ensure_directory
 from sparsernn.progress import Reporter, SilentReporter
 from sparsernn.search.executor import Executor, Job, LocalExecutor, LSOptions, Progress
 from sparsernn.search.lease import Lease
@@ -75,13 +75,6 @@ def _check_search_dir(out: Path) -> None:
             if not parent.is_dir():
                 raise ConfigError(f"--out {out}: {parent} is a file, not a directory")
             break
-
-
-def _make_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot be created ({exc.strerror})") from None
 
 
 class SearchSettings(BaseModel):
@@ -152,9 +145,9 @@ class Search:
         # is refused below)
         self.study_name = STUDY if storage is None else f"{STUDY}:{self.out.resolve().name}"
         if starting and storage is None:  # the database lives in the directory
-            _make_dir(self.out)
+            ensure_directory(self.out)
         self.study = open_study(self.storage, self.study_name, create=starting)
-        _make_dir(self.out)  # with a database elsewhere: once it opened
+        ensure_directory(self.out)  # with a database elsewhere: once it opened
         stored = self.study.user_attrs
         id_file = self.out / SEARCH_ID
         here = id_file.read_text().strip() if id_file.is_file() else None

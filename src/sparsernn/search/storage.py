@@ -35,12 +35,12 @@ def check_url(url: str) -> None:
     try:
         parsed = sa.engine.make_url(url)
         parsed.get_dialect()
+    except exc.NoSuchModuleError:  # (an ArgumentError too)
+        raise ConfigError(f"--storage {url!r}: unknown database kind {url.split(':', 1)[0]!r} (expected sqlite or "
+                          "postgresql)") from None
     except exc.ArgumentError:
         raise ConfigError(f"--storage {url!r}: not a database URL (expected e.g. sqlite:///path/search.db or "
                           "postgresql://user@host/db)") from None
-    except exc.NoSuchModuleError:
-        raise ConfigError(f"--storage {url!r}: unknown database kind {url.split(':', 1)[0]!r} (expected sqlite or "
-                          "postgresql)") from None
     except ImportError:
         raise ConfigError(f"--storage {url.split('://')[0]}: its database driver is not installed (PostgreSQL: "
                           "pip install 'sparsernn[postgres]')") from None

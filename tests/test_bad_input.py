@@ -1,0 +1,148 @@
+"""Regressions of the fuzzed command-line surface: each input ends in one ``error:`` line with its exit
+code (2 bad input, 1 work that cannot be done), no traceback, nothing written over what was read."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sparsernn.runs import BEST
+from sparsernn.train import Trainer
+
+from conftest import cli_in_process, tiny_config
+
+
+@pytest.fixture(scope="module")
+def run(synthetic_corpus, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("run")
+    config = tiny_config(train={"epochs": 1}, data={"epoch_tokens": 8 * 10 * 5, "dir": str(synthetic_corpus.directory)})
+    Trainer(config, synthetic_corpus, path).fit()
+    return path
+
+
+def digest(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def one_line(*args, code: int = 2) -> str:
+    return cli_in_process(*args).one_line_error(code)
+
+
+@pytest.mark.parametrize("storage, code, message", [
+    ("postgresql://nobody:secret@127.0.0.1:1/x", 1, "cannot open the database"),
+    ("sqlite:////nonexistent-dir/x.db", 2, "directory /nonexistent-dir does not exist"),
+    ("notaurl", 2, "not a database URL"),
+    ("foo://user@host/db", 2, "unknown database kind 'foo' (expected sqlite or postgresql)"),
+])
+def test_bad_storages_are_one_line(synthetic_dir, tmp_path, storage, code, message):
+    line = one_line("hyperprune", "--out", tmp_path / "s", "--storage", storage, "--data-dir", synthetic_dir,
+                    code=code)
+    assert message in line and "secret" not in line
+    assert not (tmp_path / "s").exists()  # nothing made for a search that could not start
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty, not a search database"),
+    (b"\x00garbage" * 300, "not a search database (not a SQLite file)"),
+])
+def test_a_resume_on_an_empty_or_garbage_database_is_refused_untouched(tmp_path, content, message):
+    (tmp_path / "search.db").write_bytes(content)
+    assert message in one_line("hyperprune", "--resume", tmp_path)
+    assert (tmp_path / "search.db").read_bytes() == content
+
+
+def test_a_resume_on_a_truncated_database_or_one_without_a_search_is_one_line(tmp_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    optuna.create_study(study_name="hyperprune", storage=f"sqlite:///{full / 'search.db'}")
+    before = (full / "search.db").read_bytes()
+    assert "never completed its start" in one_line("hyperprune", "--resume", full)
+    assert (full / "search.db").read_bytes() == before
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    (torn / "search.db").write_bytes(before[: len(before) // 2])
+    assert "not a usable search database" in one_line("hyperprune", "--resume", torn)
+
+
+def test_a_search_directory_must_be_a_new_or_search_directory(run, synthetic_dir, tmp_path):
+    before = digest(run)
+    assert "holds a training run" in one_line("hyperprune", "--out", run, "--data-dir", synthetic_dir)
+    assert "a file, not a directory" in one_line("hyperprune", "--out", run / BEST, "--data-dir", synthetic_dir)
+    assert f"{run / BEST} is a file" in one_line("hyperprune", "--out", run / BEST / "x", "--data-dir", synthetic_dir)
+    assert digest(run) == before
+
+
+@pytest.mark.parametrize("space, message", [
+    ("density: 0.3\nchoices: {method: [set, rigl]}\nranges: {death_rate: {low: 0.4, high: .inf}}\n",
+     "bounds must be finite numbers"),
+    ("density: 0.3\nchoices: {method: [set, rigl]}\nranges: {death_rate: {low: 0.4, high: 0.9, integer: true}}\n",
+     "an integer range needs integer bounds"),
+    ("density: 0.3\nfixed: {method: static}\nchoices: {death: [magnitude, set]}\n",
+     "choices.sparsity.death: not read by static"),
+    ("density: 0.3\ndensity: 0.4\nchoices: {method: [set, rigl]}\n", "line 2: key 'density' is written twice"),
+])
+def test_search_spaces_that_would_search_something_else_are_refused(synthetic_dir, tmp_path, space, message):
+    (tmp_path / "space.yaml").write_text(space)
+    line = one_line("hyperprune", "--space", tmp_path / "space.yaml", "--out", tmp_path / "s", "--data-dir",
+                    synthetic_dir)
+    assert message in line and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "iss", "--lasso-lambda=-1"], "--lasso-lambda '-1': sparsity.lasso_lambda: must be >= 0"),
+    (["--method", "iss", "--lasso-lambda", "0.1,-2"], "must be >= 0"),
+    (["--set", "train.epochs=abc", "--epochs", "1"], "--set train.epochs=abc: train.epochs: Input should be"),
+    (["--hidden", "1000000000"], "does not fit in memory"),
+])
+def test_train_options_are_each_checked(synthetic_dir, tmp_path, args, message):
+    line = one_line("train", "--data-dir", synthetic_dir, "--epochs", "1", "--out", tmp_path / "r", *args,
+                    code=1 if "memory" in message else 2)
+    assert message in line
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  epochs: [1, 2]\n", "cfg.yaml: train.epochs: Input should be a valid integer"),
+    ("train:\n  epochs: 1\n  epochs: 2\n", "cfg.yaml line 3: key 'epochs' is written twice (first on line 2)"),
+])
+def test_a_config_file_layer_is_checked_even_where_an_option_replaces_it(synthetic_dir, tmp_path, text, message):
+    (tmp_path / "cfg.yaml").write_text(text)
+    line = one_line("train", "-c", tmp_path / "cfg.yaml", "--data-dir", synthetic_dir, "--epochs", "1",
+                    "--out", tmp_path / "r")
+    assert message in line and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", [["eval"], ["lyapunov"], ["iss", "tau"], ["tag", "eval"]])
+def test_an_unknown_device_is_one_line(run, command):
+    assert one_line(*command, run, "--device", "nope") == \
+        "error: --device: expected auto, cpu, cuda or cuda:N, got 'nope'"
+
+
+def test_iss_plot_skips_a_torn_last_metrics_line_and_names_a_corrupt_one(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    metrics = (copy / "metrics.jsonl").read_text()
+    (copy / "metrics.jsonl").write_text(metrics + '{"epoch": 2, "iss_no')  # a kill mid-append
+    assert cli_in_process("iss", "plot", copy).returncode == 0
+    (copy / "metrics.jsonl").write_text(metrics + "xx\n" + metrics)
+    assert one_line("iss", "plot", copy).endswith("metrics.jsonl line 3: not a metrics record (a JSON object)")
+    (copy / "metrics.jsonl").write_bytes(b"\x00\xff\n")
+    assert "cannot be read as UTF-8 text" in one_line("iss", "plot", copy)
+
+
+def test_no_command_writes_over_its_own_input(run, tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("a b\n")
+    before = digest(run)
+    cases = [(["lyapunov", run, "-o", run / BEST], "would overwrite the input"),
+             (["lyapunov", run, "--plot", run / "config.yaml"], "would overwrite the input"),
+             (["compact", run, "-o", run / BEST], "would overwrite the input"),
+             (["compact", run / BEST, "-o", run / "best.json"], "would overwrite the input"),
+             (["tag", "predict", run, text, "-o", text], "would overwrite the input"),
+             (["tag", "predict", run, text, "-o", run / "last.safetensors"], "would overwrite the input")]
+    for args, message in cases:
+        assert message in one_line(*args), args
+    assert digest(run) == before and text.read_text() == "a b\n"
