@@ -78,7 +78,7 @@ def test_a_search_directory_must_be_a_new_or_search_directory(run, synthetic_dir
 
 @pytest.mark.parametrize("space, message", [
     ("density: 0.3\nchoices: {method: [set, rigl]}\nranges: {death_rate: {low: 0.4, high: .inf}}\n",
-     "bounds must be finite numbers"),
+     "ranges.sparsity.death_rate.high: Input should be a finite number"),
     ("density: 0.3\nchoices: {method: [set, rigl]}\nranges: {death_rate: {low: 0.4, high: 0.9, integer: true}}\n",
      "an integer range needs integer bounds"),
     ("density: 0.3\nfixed: {method: static}\nchoices: {death: [magnitude, set]}\n",
@@ -146,3 +146,37 @@ def test_no_command_writes_over_its_own_input(run, tmp_path):
     for args, message in cases:
         assert message in one_line(*args), args
     assert digest(run) == before and text.read_text() == "a b\n"
+
+
+def test_a_grid_lists_each_candidate_once_whatever_settings_its_method_ignores():
+    from sparsernn.search.samplers import propose
+    from sparsernn.search.space import SearchSpace, point_key
+
+    space = SearchSpace.model_validate({"density": 0.5, "choices": {"method": ["static", "set"],
+                                                                    "death": ["magnitude", "set"]}})
+    # static does not read death: its two points would train one candidate twice, listed as two
+    assert space.grid() == [{"sparsity.method": "static"},
+                            {"sparsity.method": "set", "sparsity.death": "magnitude"},
+                            {"sparsity.method": "set", "sparsity.death": "set"}]
+    proposed = propose("random", space, [], 3, seed=0)  # a sampler too, while the space leaves room
+    assert len({point_key(space.effective(p)) for p in proposed}) == 3
+
+
+def test_an_output_into_the_run_of_an_input_checkpoint_is_refused(run, tmp_path):
+    (tmp_path / "link").symlink_to(run / "last.safetensors")
+    before = digest(run)
+    cases = [(["compact", run / BEST, "-o", run / "last.safetensors"], "(last.safetensors of its run)"),
+             (["lyapunov", run / BEST, "-o", run / "metrics.jsonl"], "(metrics.jsonl of its run)"),
+             (["lyapunov", run / BEST, "--plot", run / "config.yaml"], "(config.yaml of its run)"),
+             (["compact", run / BEST, "-o", tmp_path / "link"], "(last.safetensors of its run)")]
+    for args, message in cases:
+        assert message in one_line(*args), args
+    assert digest(run) == before
+
+
+def test_iss_plot_on_corrupt_metrics_writes_no_plot(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "metrics.jsonl").write_text("garbage\n" + (run / "metrics.jsonl").read_text())
+    assert one_line("iss", "plot", copy).endswith("metrics.jsonl line 1: not a metrics record (a JSON object)")
+    assert not (copy / "plots").exists()  # refused before the first plot, not after two

@@ -154,3 +154,17 @@ def test_corrupted_checkpoints(trained, synthetic_dir, tmp_path):
         if result.returncode != 0:
             assert not out.exists()
     assert outcomes[2] > 20
+
+
+def test_every_command_s_options_given_junk_end_as_promised(tmp_path):
+    """A seeded sample of tests/fuzz_cli.py's cases (every command's every option with junk values;
+    `python tests/fuzz_cli.py` runs them all): each case succeeds or ends in one error line."""
+    import fuzz_cli
+
+    world = fuzz_cli.make_world(tmp_path)
+    cases = fuzz_cli.sample(60, SEED)
+    assert {case.command for case in fuzz_cli.all_cases()} == set(fuzz_cli.commands())  # every command covered
+    assert len(fuzz_cli.commands()) >= 16
+    outcomes, defects = fuzz_cli.fuzz(world, cases)
+    assert not defects, "\n".join(defects)
+    assert outcomes["handled"] == len(cases)

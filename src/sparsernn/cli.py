@@ -307,15 +307,16 @@ EXECUTOR_OPTION_FIELDS = {f"--{name.replace('_', '-')}": name for name in
 
 def _settings_from_options(model, options: dict[str, str], fields: dict[str, Any]):
     """``model`` (a pydantic settings class) from the options given; a bad value is one line naming its option."""
-    import yaml
     from pydantic import ValidationError
+
+    from sparsernn.files import load_yaml
 
     values = {}
     for option, name in options.items():
         text = fields[name]
         if text is not None:
             values[name] = None if (name == "k" and text == "all") else \
-                text if name == "address" else yaml.safe_load(text)
+                text if name in ("address", "rank_by") else load_yaml(text, option)
     try:
         return model(**values)
     except ValidationError as exc:
@@ -360,9 +361,9 @@ def _hyperprune(
     Example: sparsernn hyperprune --space paper --preset ptb-small --sampler grid --e0 2 --survivors 3 --out runs/hp
     """
     from sparsernn.config import parse_override, resolve_config
-    from sparsernn.data import resolve_lm_dir
     from sparsernn.progress import default_reporter
     from sparsernn.search import Search, load_space
+    from sparsernn.tasks import load_data
     from sparsernn.search.cluster import ExecutorSettings, make_executor
     from sparsernn.tasks import format_metric
 
@@ -381,13 +382,8 @@ def _hyperprune(
         if epochs is not None:
             overrides["train.epochs"] = epochs
         base = resolve_config(preset or ("hyperprune-demo" if config is None else None), config, overrides)
-        if base.data.task == "tagging":  # a tagger's search: its CoNLL directory
-            from sparsernn.tasks import load_data
-
-            base.data.dir = data_dir or base.data.dir
-            corpus_dir, note = load_data(base)[1], None
-        else:
-            corpus_dir, note = resolve_lm_dir(data_dir or base.data.dir)
+        base.data.dir = data_dir or base.data.dir
+        _, corpus_dir, note = load_data(base)  # read now: a corpus that is not there is said before any work
         if note:
             reporter.message(f"[yellow]note:[/] {note}")
         base.data.dir = str(corpus_dir.resolve())
@@ -729,10 +725,10 @@ def iss_plot(
     path = model_path(run_dir)
     model, cfg, _, _ = load_model(path)
     out_dir = out_dir or (run_dir if run_dir.is_dir() else path.parent) / "plots"
+    records = [r for r in RunDir(path.parent).records() if "iss_norms" in r]  # read (and checked) before any plot
     written = [plot_zero_pattern(model, out_dir / "zero_pattern.png")]
     norms = {f"layer {n + 1}": sq.clamp_min(0).sqrt() for n, sq in enumerate(group_sq_norms(model))}
     written.append(plot_group_norms(norms, out_dir / "group_norms.png"))
-    records = [r for r in RunDir(path.parent).records() if "iss_norms" in r]
     if records:
         written.append(plot_norm_curves([r["epoch"] for r in records], [r["iss_norms"] for r in records],
                                         out_dir / "group_norms_over_epochs.png"))

@@ -23,7 +23,8 @@ from sparsernn.files import load_yaml
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no field of a run is infinite or NaN: 1e999 (YAML's inf) is refused where it is written
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):

@@ -69,16 +69,28 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def refuse_overwriting_inputs(option: str, output: str | Path, inputs: list[str | Path]) -> None:
     """A command's output must not replace what it reads: the input files themselves (a checkpoint's
-    JSON header beside it included) and the files of an input run directory."""
+    JSON header beside it included) and the files of the run directory an input is or lies in (its
+    other checkpoints, config and metrics). Compared as resolved paths, and as files where the output
+    exists (a symbolic or hard link to an input is that input)."""
     target = Path(output).resolve()
     for item in map(Path, inputs):
         if item.is_dir():
-            protected = {p.resolve() for p in item.iterdir() if p.is_file()}
+            run, protected = item, set()
         else:
-            protected = {item.resolve(), item.with_suffix(".json").resolve()}
-        if target in protected:
-            raise SparsernnError(f"{option} {output}: would overwrite the input {item}"
-                                 f"{'' if target == item.resolve() else f' ({target.name})'}; write elsewhere")
+            run = item.parent if _is_run_directory(item.parent) else None
+            protected = {item, item.with_suffix(".json")} if item.suffix == ".safetensors" else {item}
+        if run is not None:
+            protected |= {p for p in run.iterdir() if p.is_file()}
+        for path in protected:
+            if path.resolve() == target or (target.is_file() and path.is_file() and os.path.samefile(path, target)):
+                what = "" if path.resolve() == item.resolve() else f" (its {path.name})" if run == item else \
+                    f" ({path.name}{' of its run' if run else ''})"
+                raise SparsernnError(f"{option} {output}: would overwrite the input {item}{what}; write elsewhere")
+
+
+def _is_run_directory(directory: Path) -> bool:
+    """A training run's directory (``sparsernn.runs`` names its files): its config or a checkpoint of it."""
+    return any((directory / name).is_file() for name in ("config.yaml", "last.safetensors", "metrics.jsonl"))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

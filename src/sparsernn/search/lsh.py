@@ -80,7 +80,7 @@ def _check_search_dir(out: Path) -> None:
 class SearchSettings(BaseModel):
     """How a search runs (each field is a ``sparsernn hyperprune`` option)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: `--k true` is not k = 1
 
     sampler: Literal["grid", "random", "tpe", "atpe"] = Field("tpe", description="proposes candidates")
     n: int = Field(8, ge=2, description="initial candidates (grid: the whole grid)")
@@ -109,6 +109,13 @@ class SearchSettings(BaseModel):
         if name not in RULES:
             raise ValueError(f"expected one of {', '.join(RULES.names())}, got {name!r}")
         return name
+
+    @model_validator(mode="after")
+    def _two_exponents_for_a_plane(self) -> SearchSettings:
+        if self.distance == "pca2" and self.k is not None and self.k < 2:
+            raise ValueError(f"k ({self.k}): the pca2 distance places spectra in a plane, it needs at least 2 "
+                             "exponents (or --distance raw)")
+        return self
 
     @model_validator(mode="after")
     def _fewer_survivors(self) -> SearchSettings:

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 
 from sparsernn.errors import ConfigError
-from sparsernn.search.space import SearchSpace
+from sparsernn.search.space import SearchSpace, point_key
 
 SAMPLERS = ("grid", "random", "tpe", "atpe")
 
@@ -23,10 +23,6 @@ optuna.logging.set_verbosity(logging.WARNING)
 
 Archive = list[tuple[dict[str, Any], float]]
 Pruned = list[tuple[dict[str, Any], dict[int, float]]]  # (configuration, the values it reported by epoch)
-
-
-def _key(params: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
 def propose(sampler: str, space: SearchSpace, archive: Archive, count: int, seed: int,
@@ -57,15 +53,18 @@ def propose(sampler: str, space: SearchSpace, archive: Archive, count: int, seed
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                                   state=optuna.trial.TrialState.PRUNED,
                                                   intermediate_values=dict(reported)))
-    seen = {_key(p) for p in taken or []}
+    def key(params: dict[str, Any]) -> tuple:  # what a point trains: settings its method ignores left out
+        return point_key(space.effective(params))
+
+    seen = {key(p) for p in taken or []}
     worst = max((score for _, score in archive), default=0.0)
     proposals: list[dict[str, Any]] = []
     for _ in range(count):
         for _attempt in range(20):  # a small categorical space may repeat itself; skip repeats when it can
             trial = study.ask(distributions)
             study.tell(trial, worst)  # a pending proposal counts as poor, so the next one looks elsewhere
-            if _key(trial.params) not in seen:
+            if key(trial.params) not in seen:
                 break
-        seen.add(_key(trial.params))
+        seen.add(key(trial.params))
         proposals.append(dict(trial.params))
     return proposals

@@ -22,7 +22,6 @@ Example (``configs/search/paper.yaml``)::
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +41,18 @@ def field_name(key: str) -> str:
     return key if "." in key else f"sparsity.{key}"
 
 
+def point_key(params: dict[str, Any]) -> tuple:
+    """A point of a space as a hashable key (values by ``repr``: lists and floats alike)."""
+    return tuple(sorted((key, repr(value)) for key, value in params.items()))
+
+
 def _check_value(dotted: str, value: Any) -> None:
     section, _, name = dotted.partition(".")
     validate({section: {name: value}}, "")  # raises ConfigError naming the field and the value
 
 
 class Range(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     low: float
     high: float
@@ -57,8 +61,6 @@ class Range(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
-        if not (math.isfinite(self.low) and math.isfinite(self.high)):
-            raise ValueError(f"bounds must be finite numbers, got low {self.low}, high {self.high}")
         if self.integer and not (self.low.is_integer() and self.high.is_integer()):
             raise ValueError(f"an integer range needs integer bounds, got low {self.low}, high {self.high}")
         if not self.low < self.high:
@@ -145,7 +147,20 @@ class SearchSpace(BaseModel):
             raise ConfigError(f"a grid needs fixed values, not ranges, for {', '.join(self.ranges)} "
                               f"(move them to fixed:)")
         keys = list(self.choices)
-        return [dict(zip(keys, values)) for values in itertools.product(*(self.choices[k] for k in keys))]
+        # a setting its method does not read (static's death) is dropped: points that would train the same
+        # candidate are one point, not identical candidates listed as different
+        points: dict[tuple, dict[str, Any]] = {}
+        for values in itertools.product(*(self.choices[k] for k in keys)):
+            point = self.effective(dict(zip(keys, values)))
+            points.setdefault(point_key(point), point)
+        return list(points.values())
+
+    def effective(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` without the sparsity settings its method does not read (they change nothing it trains)."""
+        method = {**self.fixed, **params}.get("sparsity.method")
+        read = {"method", *METHODS[method].fields} if method in METHODS else None
+        return {key: value for key, value in params.items()
+                if read is None or not key.startswith("sparsity.") or key.partition(".")[2] in read}
 
     # ---- candidates -----------------------------------------------------------------------------
 
