@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import sys
 import tempfile
@@ -142,17 +143,23 @@ def make_world(root: Path) -> World:
 
 
 def fuzz(world: World, cases: list[Case]) -> tuple[dict[int | str, int], list[str]]:
+    """Run ``cases`` in the scratch directory (a junk relative path such as ``--out abc`` lands there)."""
     outcomes: dict[int | str, int] = {}
     defects = []
-    for index, case in enumerate(cases):
-        try:
-            problem = run_case(world, case, index)
-        except Exception as exc:  # noqa: BLE001 - the CLI let an exception escape: a defect to report
-            problem = f"{case}: escaped {type(exc).__name__}: {exc}"
-        key = "defect" if problem else "handled"
-        outcomes[key] = outcomes.get(key, 0) + 1
-        if problem:
-            defects.append(problem)
+    home = os.getcwd()
+    os.chdir(world.scratch)
+    try:
+        for index, case in enumerate(cases):
+            try:
+                problem = run_case(world, case, index)
+            except Exception as exc:  # noqa: BLE001 - the CLI let an exception escape: a defect to report
+                problem = f"{case}: escaped {type(exc).__name__}: {exc}"
+            key = "defect" if problem else "handled"
+            outcomes[key] = outcomes.get(key, 0) + 1
+            if problem:
+                defects.append(problem)
+    finally:
+        os.chdir(home)
     return outcomes, defects
 
 
