@@ -56,3 +56,12 @@ def test_decide_halves_until_the_survivors_are_decided():
     assert decide(order, 2, 2, last_round=True).kept == order[:2]
     top = decide(order, 3, 2, last_round=False, top_k=True)  # one-epoch top-K: the first ranking decides
     assert (top.kept, top.final) == (order[:3], True)
+
+
+def test_the_holder_of_the_best_validation_score_is_never_eliminated():
+    order = [f"c{i}" for i in range(8)]
+    halved = decide(order, 2, 2, False, protect="c6")
+    assert halved.kept == ["c0", "c1", "c2", "c6"] and halved.eliminated == ["c3", "c4", "c5", "c7"]
+    final = decide(order[:3], 2, 0, False, protect="c2")
+    assert final.final and final.kept == ["c0", "c2"] and final.eliminated == ["c1"]
+    assert decide(order, 2, 2, False, protect="c1").kept == order[:4]  # kept anyway: nothing changes

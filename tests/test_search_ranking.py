@@ -3,7 +3,9 @@ candidates it keeps are exactly the ones the rule orders first."""
 
 from __future__ import annotations
 
-from sparsernn.search.ranking import RULES, Evidence
+import pytest
+
+from sparsernn.search.ranking import RULES, Evidence, RankingRule
 
 from test_search import run_search
 
@@ -16,7 +18,8 @@ def evidence_at(rows, epoch):
 
 
 def test_a_pareto_search_keeps_what_the_rule_orders_first(synthetic_dir, tmp_path):
-    search, report = run_search(tmp_path, synthetic_dir, n=6, survivors=2, rank_by="pareto", sampler="random")
+    search, report = run_search(tmp_path, synthetic_dir, n=6, survivors=2, rank_by="pareto", sampler="random",
+                                keep_best=False)
     rows = {r["name"]: r for r in search.report()["candidates"]}
     assert report["phase"] == "done" and report["settings"]["rank_by"] == "pareto"
     trials = search.candidates()
@@ -46,3 +49,75 @@ def test_one_epoch_top_k_keeps_the_lowest_losses_after_the_first_epoch(synthetic
     assert all(t.user_attrs["eliminated"] == {"epoch": 1, "rule": "loss"}
                for n, t in trials.items() if n not in best_two)
     assert report["winner"] in best_two
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_the_best_model_seen_is_never_eliminated_unless_asked(synthetic_dir, tmp_path, monkeypatch, keep_best):
+    """A rule that ranks the highest validation loss first: left alone it eliminates the best model;
+    with keep_best (the default) the holder of the best score seen survives and the winner is no worse."""
+    worst_first = RankingRule("worst_first", "highest validation loss first (a test's perverse rule)", False,
+                              lambda evidence: {n: -v for n, v in evidence.val_loss.items()})
+    monkeypatch.setitem(RULES._entries, "worst_first", worst_first)
+    search, report = run_search(tmp_path, synthetic_dir, n=6, survivors=2, rank_by="worst_first", sampler="random",
+                                keep_best=keep_best)
+    rows = search.rows()
+    seen = search.best_seen(rows)
+    winner = next(r for r in rows if r["name"] == report["winner"])
+    first_best = min((r for r in rows if 1 in r["val_ppl"]), key=lambda r: r["val_ppl"][1])
+    if keep_best:
+        assert seen["status"] in ("winner", "survivor") and winner["best_val_ppl"] <= seen["value"]
+        assert first_best["eliminated"] is None or first_best["eliminated"]["epoch"] > 1
+    else:  # the rule alone: the best model after epoch 1 goes first
+        assert first_best["eliminated"] == {"epoch": 1, "rule": "worst_first"}
+
+
+def _report(winner_value: float, seen: dict) -> dict:
+    rows = [{"name": "r0-00", "params": {"sparsity.method": "selfish"}, "status": "winner", "epoch": 5,
+             "scores": {1: 0.5}, "val_ppl": {5: winner_value}, "best_val_ppl": winner_value},
+            {"name": "r2-00", "params": {"sparsity.method": "rigl", "sparsity.init": "er", "sparsity.death_rate":
+                                         0.41666}, "status": "eliminated", "epoch": 3, "scores": {3: 2.0},
+             "val_ppl": {3: 527.71}, "best_val_ppl": 527.71}]
+    return {"metric": {"name": "ppl", "goal": "min"}, "candidates": rows, "winner": "r0-00",
+            "winner_config": {"sparsity": {"method": "selfish"}}, "test": {"test_ppl": 690.0},
+            "reference": {"val_ppl": {5: 352.0}, "best_val_ppl": 352.0, "epochs": 5, "complete": True},
+            "best_seen": seen}
+
+
+def test_the_winner_line_names_the_dense_reference_and_a_better_model_it_eliminated():
+    from sparsernn.cli import winner_lines
+
+    seen = {"name": "r2-00", "epoch": 3, "value": 527.71, "status": "eliminated",
+            "eliminated": {"epoch": 3, "rule": "ls"}}
+    lines = winner_lines(_report(699.85, seen))
+    assert lines == ["winner r0-00: method=selfish; valid ppl 699.85, test ppl 690.00",
+                     "dense reference: valid ppl 352.00; the winner is +98.8% from dense",
+                     "best model seen: r2-00 at epoch 3, valid ppl 527.71 (eliminated at epoch 3 by rule ls); "
+                     "the winner is 172.14 worse"]
+    # a winner that is the best seen (or better) says nothing more
+    assert len(winner_lines(_report(520.0, seen))) == 2
+
+
+def test_the_leaderboard_keeps_every_configuration_whole_in_a_narrow_non_terminal_output():
+    import io
+
+    from rich.console import Console
+
+    from sparsernn.search.report import describe_params, leaderboard
+
+    rows = _report(699.85, {})["candidates"]
+    for row in rows:
+        row["params"] = {**row["params"], "sparsity.redistribution": "magnitude", "sparsity.growth": "gradient"}
+    buffer = io.StringIO()
+    Console(file=buffer, width=80, force_terminal=False).print(leaderboard(rows, "tpe", "ls"))
+    assert "…" not in buffer.getvalue()
+    cells: dict[str, str] = {}  # candidate -> its configuration cell, the wrapped lines joined
+    name = None
+    for line in buffer.getvalue().splitlines():
+        parts = line.split("│")
+        if len(parts) < 4:
+            continue
+        name = parts[1].strip() or name
+        cells[name] = cells.get(name, "") + " " + parts[2].strip()
+    for row in rows:
+        expected = describe_params(row["params"])
+        assert "".join(cells[row["name"]].split()) == "".join(expected.split())

@@ -363,9 +363,8 @@ def _hyperprune(
     from sparsernn.config import parse_override, resolve_config
     from sparsernn.progress import default_reporter
     from sparsernn.search import Search, load_space
-    from sparsernn.tasks import load_data
     from sparsernn.search.cluster import ExecutorSettings, make_executor
-    from sparsernn.tasks import format_metric
+    from sparsernn.tasks import load_data
 
     reporter = default_reporter()
     placement = _settings_from_options(ExecutorSettings, EXECUTOR_OPTION_FIELDS, fields)
@@ -401,16 +400,45 @@ def _hyperprune(
         err.print(f"interrupted; continue with: sparsernn hyperprune --resume {search.out}")
         raise typer.Exit(130) from None
     out.print(search.leaderboard())
-    test, metric = report["test"] or {}, report["metric"]["name"]
-    winner = next(r for r in report["candidates"] if r["name"] == report["winner"])
-    out.print(f"winner {report['winner']}: {report['winner_config']['sparsity']['method']}, valid {metric} "
-              f"{format_metric(metric, winner[f'best_val_{metric}'])}, test {metric} "
-              f"{format_metric(metric, test.get(f'test_{metric}', float('nan')))}", soft_wrap=True)
+    for line in winner_lines(report):
+        out.print(line, soft_wrap=True)
     overhead = report["search_overhead"]
     out.print(f"compute {report['compute_seconds']:.0f} s; search overhead {100 * overhead['fraction']:.1f}% "
               f"(spectra {overhead['ls_seconds']:.1f} s, ranking and sampling "
               f"{overhead['ranking_and_sampling_seconds']:.1f} s)", soft_wrap=True)
     out.print(f"report {search.out / 'report.json'}; plots " + ", ".join(report["plots"]), soft_wrap=True)
+
+
+def winner_lines(report: dict[str, Any]) -> list[str]:
+    """The search's result in words: the winner, the dense reference beside it, and the best model
+    the search saw when that is not the winner (by how much, and what removed it)."""
+    from sparsernn.search.report import describe_params
+    from sparsernn.tasks import format_metric
+
+    metric = report["metric"]["name"]
+    rows = {r["name"]: r for r in report["candidates"]}
+    winner = rows[report["winner"]]
+    value = winner[f"best_val_{metric}"]
+    test = (report["test"] or {}).get(f"test_{metric}", float("nan"))
+    point = describe_params(winner["params"])
+    if "method=" not in point:  # the method was fixed by the space
+        point = f"method={report['winner_config']['sparsity']['method']} {point}"
+    lines = [f"winner {report['winner']}: {point}; valid {metric} {format_metric(metric, value)}, test {metric} "
+             f"{format_metric(metric, test)}"]
+    reference = report.get("reference")
+    if reference and reference["complete"]:
+        dense = reference[f"best_val_{metric}"]
+        lines.append(f"dense reference: valid {metric} {format_metric(metric, dense)}; the winner is "
+                     f"{100 * (value / dense - 1):+.1f}% from dense")
+    seen = report.get("best_seen")
+    if seen and seen["name"] != report["winner"] and (value - seen["value"]) * (1 if report["metric"]["goal"] ==
+                                                                               "min" else -1) > 0:
+        why = (f"eliminated at epoch {seen['eliminated']['epoch']} by rule {seen['eliminated']['rule']}"
+               if seen.get("eliminated") else seen["status"])
+        lines.append(f"best model seen: {seen['name']} at epoch {seen['epoch']}, valid {metric} "
+                     f"{format_metric(metric, seen['value'])} ({why}); the winner is "
+                     f"{format_metric(metric, abs(value - seen['value']))} worse")
+    return lines
 
 
 def _search_option(option: str, name: str, cluster: bool = False) -> inspect.Parameter:

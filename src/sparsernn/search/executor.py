@@ -260,8 +260,8 @@ class LocalExecutor:
     def run(self, jobs: list[Job]) -> list[Progress]:
         if self.workers == 1 or len(jobs) <= 1:
             return [advance(job) for job in jobs]
-        if self._pool is None:
-            self._pool = self._new_pool(self.workers)
+        if self._pool is None:  # no more processes than jobs (the first batch is the largest a search runs):
+            self._pool = self._new_pool(min(self.workers, len(jobs)))  # --workers 10**11 is not 10**11 of them
         futures = [self._pool.submit(self.work, job) for job in jobs]
         results: list[Progress | None] = []
         for future in futures:

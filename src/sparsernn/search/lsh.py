@@ -100,6 +100,11 @@ class SearchSettings(BaseModel):
         "benchmarks/lsh_predictiveness.py) or (h, c)")
     samples: int = Field(10, ge=1, description="validation windows per spectrum")
     steps: int = Field(100, ge=2, description="steps per window")
+    dense_to_end: bool = Field(True, description="train the dense reference to the end too, to report the "
+                               "winner's gap to dense (charged to the search)")
+    keep_best: bool = Field(True, description="never eliminate the candidate holding the best validation score "
+                            "seen so far (the winner is then never worse than a model the search saw); false: the "
+                            "ranking rule alone decides, as in the paper")
     seed: int = Field(0, description="seed of the samplers")
     workers: int = Field(1, ge=1, description="candidates trained at once (processes)")
 
@@ -313,8 +318,20 @@ class Search:
                          "round": attrs.get("round"), "epoch": attrs.get("epoch", 0),
                          "scores": {int(e): v for e, v in attrs.get("scores", {}).items()},
                          key: values, f"best_{key}": self.metric.best(values.values()) if values else None,
-                         "failed": attrs.get("failed"), "retries": attrs.get("retries", {})})
+                         "eliminated": attrs.get("eliminated"), "failed": attrs.get("failed"),
+                         "retries": attrs.get("retries", {})})
         return rows
+
+    def best_seen(self, rows: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """The best validation score any candidate showed, at any epoch: ``{name, epoch, value, status,
+        eliminated}`` (``eliminated``: the epoch and rule that removed it, if they did)."""
+        key, best = f"val_{self.metric.name}", None
+        for row in rows if rows is not None else self.rows():
+            for epoch, value in sorted(row[key].items()):
+                if math.isfinite(value) and (best is None or self.metric.better(value, best["value"])):
+                    best = {"name": row["name"], "epoch": epoch, "value": value, "status": row["status"],
+                            "eliminated": row.get("eliminated")}
+        return best
 
     def leaderboard(self, scores: dict[str, float] | None = None):
         return leaderboard(self.rows(), self.settings.sampler, self.settings.rank_by, self.metric.name, scores)
@@ -322,6 +339,7 @@ class Search:
     def report(self) -> dict[str, Any]:
         """Where the search stands: candidates, winner and its test metrics, budget, overhead, time to target."""
         state = self.state
+        rows = self.rows()
         budget = state["budget"]
         compute = state["compute_seconds"]
         ls_seconds = sum(bucket.get("ls_seconds", 0.0) for bucket in budget.values() if isinstance(bucket, dict))
@@ -333,9 +351,11 @@ class Search:
             "metric": {"name": self.metric.name, "goal": self.metric.goal},
             "winner": state.get("winner"),
             "winner_config": self.candidate_config(state["winner"]).to_dict() if state.get("winner") else None,
+            "best_seen": self.best_seen(rows),
+            "reference": self._reference_summary(state),
             "test": state.get("test"),
             "test_seconds": state.get("test_seconds"),
-            "candidates": self.rows(),
+            "candidates": rows,
             "budget": budget,
             "compute_seconds": compute,
             "search_overhead": {"ls_seconds": ls_seconds, "ranking_and_sampling_seconds": overhead,
@@ -343,6 +363,14 @@ class Search:
             "time_to_target": state["time_to_target"],
             "reference_dir": str(self.reference_dir),
         }
+
+    def _reference_summary(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The dense reference's validation metric per epoch and its best (None: no reference trained)."""
+        curve = {int(e): v for e, v in state.get("reference", {}).items()}
+        if not curve:
+            return None
+        return {f"val_{self.metric.name}": curve, f"best_val_{self.metric.name}": self.metric.best(curve.values()),
+                "epochs": max(curve), "complete": max(curve) >= self.base.train.epochs}
 
     # ---- the work -------------------------------------------------------------------------------
 
@@ -366,6 +394,7 @@ class Search:
             if name == "reference":
                 if progress.failed:
                     raise ConfigError(f"the dense reference failed: {progress.failed}")
+                state["reference"] = {str(e): v for e, v in progress.val_metric.items()}  # for the report
                 continue
             if progress.attempts > 1:  # its job was started again: a worker died (Ray retried it) or a resume
                 retries = dict(self.candidates()[name].user_attrs.get("retries", {}))
@@ -493,8 +522,10 @@ class Search:
         count = len(alive) // 4 if settings.sampler != "grid" else 0  # insertions
         # the ranking that would leave no more than ``survivors`` decides them (another round would only
         # rank them again), as do the schedule's last ranking and top-K's first
+        seen = self.best_seen()
         decision = decide(sorted(alive, key=lambda n: (scores[n], n)), settings.survivors, count,
-                          epoch + settings.ei >= self.base.train.epochs, settings.strategy == "top_k")
+                          epoch + settings.ei >= self.base.train.epochs, settings.strategy == "top_k",
+                          protect=seen["name"] if settings.keep_best and seen else None)
         kept, eliminated = decision.kept, decision.eliminated
         if decision.final:
             for name in eliminated:
@@ -572,7 +603,7 @@ class Search:
         horizon = self.base.train.epochs
         self._drop_failed(state)
         self.reporter.message(f"final: {', '.join(state['alive'])} to epoch {horizon}")
-        results = self._train(list(state["alive"]), horizon, "final", state)
+        results = self._train(list(state["alive"]), horizon, "final", state, reference=self.settings.dense_to_end)
         finished = {name: self.metric.best(results[name].val_metric.values())
                     for name in state["alive"] if name in results and results[name].val_metric}
         if not finished:

@@ -122,12 +122,20 @@ class Decision:
     final: bool  # this ranking decides the survivors: the kept ones train to the end
 
 
-def decide(order: list[str], survivors: int, insertions: int, last_round: bool, top_k: bool = False) -> Decision:
+def decide(order: list[str], survivors: int, insertions: int, last_round: bool, top_k: bool = False,
+           protect: str | None = None) -> Decision:
     """One round's elimination from the candidates in ranked order: the better half (ceil) is kept,
     unless this ranking decides the survivors, because halving plus ``insertions`` would leave no more
     than ``survivors``, because it is the ``last_round`` the schedule leaves, or because the strategy
-    keeps the ``top_k`` at once; then the best ``survivors`` are kept and train to the end."""
+    keeps the ``top_k`` at once; then the best ``survivors`` are kept and train to the end.
+
+    ``protect`` (the holder of the best validation score seen so far) is never eliminated: ranked out,
+    it takes the place of the last one kept. Trained to the end, it can only improve on that score,
+    so the search's winner is never worse than a model the search saw."""
     half = (len(order) + 1) // 2
-    if top_k or last_round or half + insertions <= survivors:
-        return Decision(order[:survivors], order[survivors:], True)
-    return Decision(order[:half], order[half:], False)
+    final = top_k or last_round or half + insertions <= survivors
+    count = survivors if final else half
+    kept = order[:count]
+    if protect is not None and protect in order and protect not in kept:
+        kept = [*kept[:-1], protect]
+    return Decision(kept, [n for n in order if n not in kept], final)

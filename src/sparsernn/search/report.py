@@ -13,7 +13,8 @@ from sparsernn.files import atomic_write_text
 from sparsernn.tasks.base import format_metric
 
 
-def _describe(params: dict[str, Any]) -> str:
+def describe_params(params: dict[str, Any]) -> str:
+    """A candidate's point of the space in one line: ``method=rigl init=er death_rate=0.417``."""
     return " ".join(f"{k.removeprefix('sparsity.')}={v:.3g}" if isinstance(v, float) else
                     f"{k.removeprefix('sparsity.')}={v}" for k, v in params.items())
 
@@ -22,7 +23,7 @@ def leaderboard(rows: list[dict[str, Any]], sampler: str, rank_by: str, metric_n
                 scores: dict[str, float] | None = None) -> Table:
     """Candidates by their latest score (distance or loss), then the rest; ``scores`` marks this round's.
     ``metric_name`` is the task's primary validation metric the rows carry (``best_val_<name>``)."""
-    metric = "LS distance" if rank_by == "ls" else "val loss"
+    metric = RULE_LABELS.get(rank_by, f"{rank_by} score")
     best = f"best val {metric_name}"
 
     def latest(row):
@@ -30,10 +31,13 @@ def leaderboard(rows: list[dict[str, Any]], sampler: str, rank_by: str, metric_n
 
     table = Table(title=f"hyperprune leaderboard ({sampler}, ranked by {metric})")
     for column in ("candidate", "configuration", "status", "epoch", metric, best):
-        table.add_column(column, justify="right" if column in ("epoch", metric, best) else "left")
+        # the configuration wraps (never cut to "death_rate=0.…"), also in a narrow or non-terminal output
+        table.add_column(column, justify="right" if column in ("epoch", metric, best) else "left",
+                         overflow="fold", no_wrap=column != "configuration", min_width=24 if column ==
+                         "configuration" else None)
     for row in sorted(rows, key=lambda r: (r["status"] in ("eliminated", "failed"), latest(r), r["name"])):
         score = latest(row)
-        table.add_row(row["name"], _describe(row["params"]), row["status"] + (" *" if scores and row["name"] in scores
+        table.add_row(row["name"], describe_params(row["params"]), row["status"] + (" *" if scores and row["name"] in scores
                                                                                 else ""),
                       str(row["epoch"]), "-" if not math.isfinite(score) else f"{score:.4g}",
                       format_metric(metric_name, row[f"best_val_{metric_name}"]))
@@ -41,6 +45,8 @@ def leaderboard(rows: list[dict[str, Any]], sampler: str, rank_by: str, metric_n
 
 
 METRIC_LABELS = {"ppl": "validation perplexity", "accuracy": "validation accuracy"}
+RULE_LABELS = {"ls": "LS distance", "loss": "val loss", "pareto": "Pareto front + rank", "rank_sum": "rank sum",
+               "ls_band": "LS rank in loss band"}
 
 
 def write_report(out: Path, report: dict[str, Any]) -> dict[str, Any]:
@@ -85,33 +91,66 @@ def plot_search(directory: Path, report: dict[str, Any]) -> list[Path]:
         ax.set_title(f"LS space, {points_file.stem} (paths over epochs; black: dense reference)", fontsize=9)
         fig.tight_layout()
         paths.append(save_figure(fig, plt, out / f"ls_space_{points_file.stem}.png"))
-    for key, axis, filename in (("scores", "LS distance" if report["settings"]["rank_by"] == "ls" else "val loss",
-                                 "score_vs_epoch.png"), (f"val_{metric}", label, f"val_{metric}_vs_epoch.png")):
+    reference = (report.get("reference") or {}).get(f"val_{metric}")
+    rule = report["settings"]["rank_by"]
+    for key, axis, filename in (("scores", RULE_LABELS.get(rule, f"{rule} score"), "score_vs_epoch.png"),
+                                (f"val_{metric}", label, f"val_{metric}_vs_epoch.png")):
         if not any(row[key] for row in rows):
             continue  # nothing of this kind was measured (no LS distances without a reference)
-        fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
-        for row in rows:
+        fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+        drawn = [row for row in rows if row[key]]
+        for row, style in zip(drawn, line_styles(len(drawn))):
             series = row[key]
-            if series:
-                epochs = sorted(series)
-                ax.plot(epochs, [series[e] for e in epochs], marker="o", ms=3, lw=1,
-                        label=f"{row['name']} ({row['status']})")
+            epochs = sorted(series)
+            ax.plot(epochs, [series[e] for e in epochs], ms=3, lw=1, label=f"{row['name']} ({row['status']})",
+                    **style)
+        if key != "scores" and reference:  # the dense model the candidates are pruned from
+            epochs = sorted(reference, key=int)
+            ax.plot([int(e) for e in epochs], [reference[e] for e in epochs], color="black", lw=2.5, zorder=3,
+                    label="dense reference")
         ax.set_xlabel("epoch")
         ax.set_ylabel(axis)
         if key == "val_ppl":  # perplexities span orders of magnitude early in training
-            ax.set_yscale("log")
-        ax.legend(fontsize=6, ncol=2)
+            log_axis(ax)
+        ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         paths.append(save_figure(fig, plt, out / filename))
     curve = report["time_to_target"]
     if curve:
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+        fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
         ax.step([c[0] for c in curve] + [report["compute_seconds"]], [c[1] for c in curve] + [curve[-1][1]],
-                where="post")
+                where="post", label=f"best {label} any candidate showed")
+        winner = next((r for r in rows if r["name"] == report.get("winner")), None)
+        if winner is not None and winner[f"best_val_{metric}"] is not None:
+            ax.axhline(winner[f"best_val_{metric}"], color="tab:green", ls="--", lw=1.2,
+                       label=f"winner {winner['name']}: {format_metric(metric, winner[f'best_val_{metric}'])}")
+        if report.get("reference") and report["reference"]["complete"]:
+            dense = report["reference"][f"best_val_{metric}"]
+            ax.axhline(dense, color="black", ls=":", lw=1.2, label=f"dense reference: {format_metric(metric, dense)}")
         ax.set_xlabel("compute seconds spent (training, validation, spectra)")
-        ax.set_ylabel(f"best {label} found")
+        ax.set_ylabel(label)
         if metric == "ppl":
-            ax.set_yscale("log")
+            log_axis(ax)
+        ax.legend(fontsize=7)
         fig.tight_layout()
         paths.append(save_figure(fig, plt, out / "time_to_target.png"))
     return paths
+
+
+def log_axis(ax) -> None:
+    """A log-scale y axis labelled in plain numbers (700, not 7 x 10^2)."""
+    from matplotlib.ticker import ScalarFormatter
+
+    ax.set_yscale("log")
+    for set_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        formatter = ScalarFormatter()
+        formatter.set_scientific(False)
+        set_formatter(formatter)
+
+
+def line_styles(count: int) -> list[dict[str, Any]]:
+    """``count`` distinguishable line styles: 10 colours, then each with another dash and marker."""
+    colours = [f"C{i}" for i in range(10)]
+    dashes, markers = ["-", "--", ":", "-."], ["o", "s", "^", "D"]
+    return [{"color": colours[i % 10], "ls": dashes[(i // 10) % 4], "marker": markers[(i // 10) % 4]}
+            for i in range(count)]
