@@ -42,6 +42,12 @@ def report(result: dict) -> None:
                                     if isinstance(b, dict)))
     print(f"  winner {result['winner']} ({result['winner_method']}): valid ppl {result['winner_val_ppl']:.2f}, "
           f"test ppl {result['winner_test_ppl']:.2f}")
+    if "dense_val_ppl" in result:  # the goals of issue 25: near dense, and no worse than what the search saw
+        gap, seen = result["winner_val_ppl"] / result["dense_val_ppl"] - 1, result["best_seen_val_ppl"]
+        print(f"  dense reference valid ppl {result['dense_val_ppl']:.2f}: the winner is {100 * gap:+.1f}% from dense "
+              f"(target within 10%: {'PASS' if gap <= 0.10 else 'FAIL'}); best any candidate showed {seen:.2f} "
+              f"({result['best_seen']}; the winner {100 * (result['winner_val_ppl'] / seen - 1):+.1f}%, target "
+              f"<= +2%: {'PASS' if result['winner_val_ppl'] <= 1.02 * seen else 'FAIL'})")
 
 
 def main() -> None:
@@ -81,6 +87,9 @@ def main() -> None:
         "winner": result["winner"], "winner_method": result["winner_config"]["sparsity"]["method"],
         "winner_val_ppl": winner["best_val_ppl"], "winner_test_ppl": result["test"]["test_ppl"],
         "target_minutes": TARGET_MINUTES, "target_overhead": TARGET_OVERHEAD,
+        "prunable": base.sparsity.prunable,
+        "dense_val_ppl": result["reference"]["best_val_ppl"], "best_seen": result["best_seen"]["name"],
+        "best_seen_val_ppl": result["best_seen"]["value"],
     }
     write_result("hyperprune_demo", payload)
     report(payload)

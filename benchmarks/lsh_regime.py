@@ -28,9 +28,9 @@ NAME = "lsh_regime"
 
 # regime -> (preset, overrides); every regime prunes at the demo space's density, 0.33
 REGIMES: dict[str, tuple[str, dict]] = {
-    # the demo as it was: every weight prunable (embedding and decoder included)
-    "demo-64-all": ("hyperprune-demo", {}),
-    # the demo's model and schedule, only the recurrent weights pruned
+    # the demo before issue 25: every weight prunable (embedding and decoder included)
+    "demo-64-all": ("hyperprune-demo", {"sparsity.prunable": ["embedding", "recurrent", "decoder"]}),
+    # the demo (configs/hyperprune-demo.yaml): its model and schedule, only the recurrent weights pruned
     "demo-64-rec": ("hyperprune-demo", {"sparsity.prunable": ["recurrent"]}),
     # wider, a small training slice seen many times with dropout: dense overfits, as at paper scale
     "w128-t50k-rec": ("hyperprune-demo", {"model.hidden_sizes": [128, 128], "model.dropout": 0.5,
