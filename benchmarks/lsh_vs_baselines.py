@@ -11,6 +11,12 @@ what the JSON holds; a unit interrupted midway resumes from its search directory
   hyperband                        Optuna's Hyperband pruner on validation loss (TPE proposals)
   full-tpe                         full-training search: every initial candidate to the end
   full-grid                        full-training search over the whole grid (the paper's baseline)
+  top-k                            one-epoch top-K: rank by validation loss after e0, keep the survivors
+  pareto-tpe, keep-lsh-tpe         the search as it runs by default since issue 25: Pareto (LS, loss) or
+                                   the paper's LS rule, the best model seen never eliminated, dense to the end
+
+The units before top-k run each rule alone (keep_best and dense_to_end off), as every study before
+issue 25 did, so that stored units and new ones mean the same.
 
 For each search: the winner's final test perplexity, the compute seconds spent, and the time each
 took to reach the best validation perplexity that every search reached.
@@ -56,11 +62,18 @@ from sparsernn.search.executor import Job, advance  # noqa: E402
 from sparsernn.sparsity import resolve_method  # noqa: E402
 
 NAME = "lsh_vs_baselines"
+# the studies before issue 25 ran each rule alone, with no dense reference past the rounds: these units
+# keep that meaning (PAPER); the units after them run the search as it runs by default now
+PAPER = {"keep_best": False, "dense_to_end": False}
 SEARCHES = {
-    "lsh-tpe": {"sampler": "tpe"}, "loss-tpe": {"sampler": "tpe", "rank_by": "loss"},
-    "hyperband": {"sampler": "tpe", "strategy": "hyperband"}, "lsh-atpe": {"sampler": "atpe"},
-    "lsh-grid": {"sampler": "grid"}, "loss-grid": {"sampler": "grid", "rank_by": "loss"},
-    "full-tpe": {"sampler": "tpe", "strategy": "full"}, "full-grid": {"sampler": "grid", "strategy": "full"},
+    "lsh-tpe": {"sampler": "tpe", **PAPER}, "loss-tpe": {"sampler": "tpe", "rank_by": "loss", **PAPER},
+    "hyperband": {"sampler": "tpe", "strategy": "hyperband", **PAPER}, "lsh-atpe": {"sampler": "atpe", **PAPER},
+    "lsh-grid": {"sampler": "grid", **PAPER}, "loss-grid": {"sampler": "grid", "rank_by": "loss", **PAPER},
+    "full-tpe": {"sampler": "tpe", "strategy": "full", **PAPER},
+    "full-grid": {"sampler": "grid", "strategy": "full", **PAPER},
+    "top-k": {"sampler": "tpe", "strategy": "top_k", "rank_by": "loss", **PAPER},  # "Is one epoch all you need?"
+    "pareto-tpe": {"sampler": "tpe", "rank_by": "pareto"},  # LS and loss together, the best seen kept
+    "keep-lsh-tpe": {"sampler": "tpe"},  # the paper's rule with the best model seen kept
 }
 UNITS = ["dense", "selfish-defaults", *SEARCHES]
 
