@@ -10,9 +10,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
-from conftest import SHARED_PTB, run_cli
+from conftest import SHARED_PTB, cli_in_process, run_cli
+from figures import record_figures
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +129,7 @@ def test_data_download_from_a_file_url_reports_checksum_failure(tmp_path):
     assert "not a tar archive" in line
 
 
-def test_sparse_training_iss_compaction_and_lyapunov_from_the_command_line(synthetic_dir, tmp_path):
+def test_sparse_training_iss_compaction_and_lyapunov_from_the_command_line(synthetic_dir, tmp_path, monkeypatch):
     sparse = run_cli("train", "--data-dir", str(synthetic_dir), *TINY, "--epochs", "1", "--epoch-tokens", "3000",
                      "--method", "rigl", "--sparsity", "0.67", "--update-every", "10", "--out", str(tmp_path / "rigl"))
     assert sparse.returncode == 0, sparse.stderr
@@ -139,8 +141,9 @@ def test_sparse_training_iss_compaction_and_lyapunov_from_the_command_line(synth
                   "--method", "iss", "--lasso-update", "subgradient", "--lasso-lambda", "0.004", "--zero-threshold", "0.002",
                   "--out", str(tmp_path / "iss"))
     assert iss.returncode == 0, iss.stderr
-    compacted = run_cli("compact", str(tmp_path / "iss"), "-o", str(tmp_path / "small.safetensors"),
-                        "--plots", str(tmp_path / "plots"))
+    drawn = record_figures(monkeypatch)  # the plotting commands run in this process, to read their figures back
+    compacted = cli_in_process("compact", str(tmp_path / "iss"), "-o", str(tmp_path / "small.safetensors"),
+                               "--plots", str(tmp_path / "plots"))
     assert compacted.returncode == 0, compacted.stderr
     assert "mult-adds" in compacted.stdout and (tmp_path / "plots" / "zero_pattern.png").is_file()
     from sparsernn.data import batchify, load_corpus
@@ -150,18 +153,40 @@ def test_sparse_training_iss_compaction_and_lyapunov_from_the_command_line(synth
     iss_model, config, *_ = load_model(tmp_path / "iss")
     small, *_ = load_model(tmp_path / "small.safetensors")
     assert sum(small.hidden_sizes) < sum(iss_model.hidden_sizes)  # ISS removed units
+    # the plots show the model before compaction: its non-zero pattern and its component norms
+    from sparsernn.sparsity.iss import group_sq_norms
+
+    pattern = drawn["zero_pattern.png"]
+    matrices = ["layers.0.weight_ih_l0", "layers.0.weight_hh_l0", "layers.1.weight_ih_l0", "layers.1.weight_hh_l0"]
+    assert [p.title.split("\n")[0] for p in pattern.panels] == matrices
+    for panel, name in zip(pattern.panels, matrices):
+        assert (panel.images[0] == (iss_model.get_parameter(name).detach() != 0).float().numpy()).all(), name
+    histograms = drawn["group_norms.png"].panel.bars
+    assert [b.label for b in histograms] == ["layer 1", "layer 2"]
+    for bars, sq in zip(histograms, group_sq_norms(iss_model)):
+        counts, edges = np.histogram(sq.sqrt().numpy(), bins=50)
+        assert bars.heights.tolist() == counts.tolist() and bars.x == pytest.approx(edges[:-1])
     valid = batchify(load_corpus(synthetic_dir).valid, config.data.eval_batch_size)
     before, after = evaluate(iss_model, valid, config.data.bptt), evaluate(small, valid, config.data.bptt)
     assert math.exp(after) == pytest.approx(math.exp(before), abs=1e-4)  # compacted computes the same model
     shown = run_cli("eval", str(tmp_path / "small.safetensors"), "--split", "valid")
     assert shown.returncode == 0 and f"{math.exp(after):.2f}" in shown.stdout, shown.stderr
 
-    spectra = run_cli("lyapunov", str(tmp_path / "rigl"), str(tmp_path / "small.safetensors"), "--samples", "3",
-                      "--steps", "20", "--k", "8", "--out", str(tmp_path / "ls.json"), "--plot", str(tmp_path / "ls.png"))
+    spectra = cli_in_process("lyapunov", str(tmp_path / "rigl"), str(tmp_path / "small.safetensors"), "--samples",
+                             "3", "--steps", "20", "--k", "8", "--out", str(tmp_path / "ls.json"), "--plot",
+                             str(tmp_path / "ls.png"))
     assert spectra.returncode == 0, spectra.stderr
     saved = json.loads((tmp_path / "ls.json").read_text())
     assert len(saved) == 2 and all(len(s["exponents"]) == 8 and s["basis"] == "layers" for s in saved.values())
-    assert (tmp_path / "ls.png").stat().st_size > 1000
+    # the plot draws the spectra the JSON holds: one line per model, its exponents against 1..8
+    panel = drawn["ls.png"].panel
+    assert panel.title.startswith("Lyapunov spectra: K=3, T=20") and (tmp_path / "ls.png").is_file()
+    lines = panel.labelled_lines()
+    assert len(lines) == 2
+    for label, spectrum in saved.items():
+        (line,) = [line for text, line in lines.items() if text.startswith(f"{label} (")]
+        assert line.x.tolist() == list(range(1, 9))
+        assert line.y.tolist() == [-math.inf if e is None else e for e in spectrum["exponents"]]
     stack = run_cli("lyapunov", str(tmp_path / "rigl"), "--samples", "3", "--steps", "20", "--basis", "stack",
                     "--state", "h", "--out", str(tmp_path / "stack.json"))
     assert stack.returncode == 0, stack.stderr

@@ -3,8 +3,10 @@ the zeroing threshold, fine-tuning and the structure plots."""
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,11 +20,13 @@ from sparsernn.sparsity.iss import (
     recurrent_multiply_adds,
     removable_units,
     units_for_multiply_adds,
+    zero_lines,
 )
 from sparsernn.sparsity.lasso import GroupLasso, group_soft_threshold, scheduled_units, soft_threshold, zeroing_threshold
 from sparsernn.train import Trainer
 
 from conftest import cli_in_process, tiny_config, train_until_interrupted
+from figures import record_figures
 from test_iss import remove_units
 
 
@@ -191,8 +195,6 @@ def test_a_steered_iss_run_resumes_bit_for_bit(synthetic_corpus, tmp_path):
 
 
 def test_a_run_of_version_0_2_resumes_with_the_subgradient_update(synthetic_corpus, tmp_path):
-    import json
-
     from sparsernn import checkpoint
 
     config = tiny_config(sparsity={"method": "iss", "lasso_lambda": 1e-4, "lasso_update": "subgradient"},
@@ -224,7 +226,7 @@ def test_zeroing_threshold_is_the_largest_that_keeps_the_score():
         assert torch.equal(p.detach(), weights[name])
 
 
-def test_fine_tuning_a_trained_model_with_a_target_then_compacting(synthetic_dir, tmp_path):
+def test_fine_tuning_a_trained_model_with_a_target_then_compacting(synthetic_dir, tmp_path, monkeypatch):
     tiny = ["--data-dir", str(synthetic_dir), "--hidden", "24,24", "--batch-size", "8", "--bptt", "10",
             "--epoch-tokens", "2400", "--device", "cpu", "--lr", "10"]
     dense = cli_in_process("train", *tiny, "--epochs", "1", "--out", str(tmp_path / "dense"))
@@ -244,8 +246,31 @@ def test_fine_tuning_a_trained_model_with_a_target_then_compacting(synthetic_dir
     after = cli_in_process("eval", str(tmp_path / "small.safetensors"), "--split", "valid")
     number = lambda text: [w for w in text.split() if w.replace(".", "").isdigit()][-1]  # noqa: E731
     assert number(before.stdout) == number(after.stdout)  # the compacted model computes the same perplexity
+    drawn = record_figures(monkeypatch)
     plots = cli_in_process("iss", "plot", str(tmp_path / "tuned"))
     assert plots.returncode == 0, plots.stderr
-    for name in ("zero_pattern", "group_norms", "group_norms_over_epochs", "zero_rows_columns"):
-        assert (tmp_path / "tuned" / "plots" / f"{name}.png").stat().st_size > 1000
     assert "zero rows" in plots.stdout
+    assert list(drawn) == ["zero_pattern.png", "group_norms.png", "group_norms_over_epochs.png",
+                           "zero_rows_columns.png"]
+    assert all(figure.path.parent == tmp_path / "tuned" / "plots" for figure in drawn.values())
+    # what they draw: the best model's non-zero weights, component norms (final and per epoch), zero lines
+    tuned, *_ = load_model(tmp_path / "tuned")
+    matrices = [f"layers.{n}.weight_{kind}_l0" for n in (0, 1) for kind in ("ih", "hh")]
+    for panel, name in zip(drawn["zero_pattern.png"].panels, matrices, strict=True):
+        assert (panel.images[0] == (tuned.get_parameter(name).detach() != 0).float().numpy()).all(), name
+    for bars, sq in zip(drawn["group_norms.png"].panel.bars, group_sq_norms(tuned), strict=True):
+        counts, _ = np.histogram(sq.clamp_min(0).sqrt().numpy(), bins=50)
+        assert bars.heights.tolist() == counts.tolist()
+    records = [json.loads(line) for line in (tmp_path / "tuned" / "metrics.jsonl").read_text().splitlines()
+               if "iss_norms" in line]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for n, panel in enumerate(drawn["group_norms_over_epochs.png"].panels):
+        assert panel.title == f"layer {n + 1}: 12 of 24 components kept"  # the target, reached by epoch 1
+        assert [line.y.tolist() for line in panel.lines] == [[r["iss_norms"][n][k] for r in records]
+                                                             for k in range(24)]
+        assert all(line.x.tolist() == [1, 2] for line in panel.lines)
+    lines = zero_lines(tuned)
+    rows, columns = drawn["zero_rows_columns.png"].panel.bars
+    assert rows.heights.tolist() == [lines[m]["zero_rows"] / lines[m]["rows"] for m in matrices]
+    assert columns.heights.tolist() == [lines[m]["zero_columns"] / lines[m]["columns"] for m in matrices]
+    assert lines["layers.0.weight_hh_l0"]["zero_columns"] == 12  # the 12 removed units of layer 0

@@ -3,6 +3,7 @@ kill -9, the test split read once, and one-line errors for bad spaces and option
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-import yaml
 
 from sparsernn import checkpoint
 from sparsernn.config import validate
@@ -27,6 +27,7 @@ from sparsernn.search.samplers import propose
 from sparsernn.search.space import SearchSpace
 
 from conftest import cli_in_process
+from figures import record_figures
 
 SPACE = {"density": 0.4, "choices": {"method": ["set", "rigl", "selfish", "static"], "init": ["uniform", "er"]},
          "ranges": {"death_rate": {"low": 0.4, "high": 0.9}}}
@@ -48,7 +49,11 @@ def run_search(tmp_path, corpus_dir, name="s", space=SPACE, **settings) -> tuple
 
 @pytest.fixture(scope="module")
 def tpe_search(synthetic_dir, tmp_path_factory):
-    return run_search(tmp_path_factory.mktemp("tpe"), synthetic_dir, n=8, survivors=2, sampler="tpe")
+    """The search, its report, and what its figures drew (by file name)."""
+    with pytest.MonkeyPatch.context() as patch:
+        drawn = record_figures(patch)
+        search, report = run_search(tmp_path_factory.mktemp("tpe"), synthetic_dir, n=8, survivors=2, sampler="tpe")
+    return search, report, drawn
 
 
 def test_nearer_half_keeps_exactly_the_nearer_half():
@@ -72,7 +77,7 @@ def test_pca2_distance_is_zero_for_the_reference_and_grows_with_the_gap():
 
 
 def test_rounds_eliminate_the_farther_half_and_insert_a_quarter_from_the_archive(tpe_search):
-    search, report = tpe_search
+    search, report, _ = tpe_search
     rows = {r["name"]: r for r in report["candidates"]}
     first = {n: r["scores"][1] for n, r in rows.items() if n.startswith("r0-")}
     kept, _ = nearer_half(first)
@@ -84,13 +89,20 @@ def test_rounds_eliminate_the_farther_half_and_insert_a_quarter_from_the_archive
     expected = propose("tpe", search.space, archive, 2, __import__("sparsernn.search.lsh", fromlist=["_seed"])._seed(5, 1),
                        [rows[n]["params"] for n in sorted(first)])
     assert [rows[n]["params"] for n in inserted] == expected
-    assert all(rows[n]["epoch"] >= 2 and 1 in rows[n]["scores"] or 2 in rows[n]["scores"] for n in inserted)
+    for n in inserted:
+        # brought up to the survivors' epoch 2 from scratch (validated after epochs 1 and 2), then ranked
+        # first in round 1, at epoch 2 (never at epoch 1: it did not exist in round 0), and at every
+        # ranking after that while it stayed in the search
+        row = rows[n]
+        assert row["round"] == 1 and row["epoch"] >= 2
+        assert sorted(row["val_ppl"]) == list(range(1, row["epoch"] + 1))
+        assert sorted(row["scores"]) == list(range(2, max(row["scores"]) + 1))
     assert report["phase"] == "done" and rows[report["winner"]]["status"] == "winner"
     assert sum(r["status"] in ("winner", "survivor") for r in rows.values()) == 2
 
 
 def test_survivors_continue_from_their_checkpoints(tpe_search, synthetic_corpus, tmp_path):
-    search, report = tpe_search
+    search, report, _ = tpe_search
     winner = report["winner"]
     run = search.out / "candidates" / winner
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -107,14 +119,60 @@ def test_survivors_continue_from_their_checkpoints(tpe_search, synthetic_corpus,
 
 
 def test_report_accounts_for_the_budget_and_draws_the_plots(tpe_search):
-    search, report = tpe_search
+    search, report, drawn = tpe_search
     budget = report["budget"]
     assert budget["reference"]["epochs"] >= 3 and budget["final"]["epochs"] >= 2
     assert budget["round 0"]["epochs"] == 8 and budget["round 0"]["ls_seconds"] > 0
     assert report["time_to_target"] and report["test"]["winner"] == report["winner"]
-    names = {p.rsplit("/", 1)[-1] for p in report["plots"]}
-    assert {"ls_space_round-0.png", "score_vs_epoch.png", "val_ppl_vs_epoch.png", "time_to_target.png"} <= names
     assert json.loads((search.out / "report.json").read_text())["winner"] == report["winner"]
+
+    # the plots the report lists are the ones drawn, and they draw the search's numbers
+    rounds = sorted((search.out / "ls_space").glob("round-*.json"))
+    assert len(rounds) == 3  # rankings after epochs 1, 2 and 3 of 4
+    curves = ["score_vs_epoch.png", "val_ppl_vs_epoch.png", "time_to_target.png"]
+    assert [p.rsplit("/", 1)[-1] for p in report["plots"]] == list(drawn) == \
+        [f"ls_space_{r.stem}.png" for r in rounds] + curves
+    rows = report["candidates"]
+    for points_file in rounds:  # each candidate's path in LS space, and the dense reference's, in black
+        points = json.loads(points_file.read_text())
+        lines = drawn[f"ls_space_{points_file.stem}.png"].panel.labelled_lines()
+        assert set(lines) == set(points) and "reference" in points and len(points) > 2
+        for name, by_epoch in points.items():
+            epochs = sorted(by_epoch, key=int)
+            assert lines[name].x.tolist() == [by_epoch[e][0] for e in epochs]
+            assert lines[name].y.tolist() == [by_epoch[e][1] for e in epochs]
+        assert lines["reference"].color == (0.0, 0.0, 0.0, 1.0)
+    reference = report["reference"]
+    assert reference["complete"] and sorted(reference["val_ppl"]) == [1, 2, 3, 4]  # the dense model, to the end
+    for key, filename in (("scores", "score_vs_epoch.png"), ("val_ppl", "val_ppl_vs_epoch.png")):
+        panel = drawn[filename].panel
+        lines = panel.labelled_lines()
+        candidates = {f"{r['name']} ({r['status']})" for r in rows}  # every candidate, with its fate
+        assert set(lines) == (candidates | {"dense reference"} if key == "val_ppl" else candidates)
+        for row in rows:
+            line = lines[f"{row['name']} ({row['status']})"]
+            assert line.x.tolist() == sorted(row[key]) and line.y.tolist() == [row[key][e] for e in sorted(row[key])]
+        # more than 10 candidates stay distinguishable: no two share colour and dash
+        styles = [(line.color, line.linestyle) for name, line in lines.items() if name != "dense reference"]
+        assert len(set(styles)) == len(styles) == len(rows) > 10
+    dense = drawn["val_ppl_vs_epoch.png"].panel.line("dense reference")
+    assert dense.x.tolist() == [1, 2, 3, 4] and dense.y.tolist() == [reference["val_ppl"][e] for e in (1, 2, 3, 4)]
+    assert drawn["score_vs_epoch.png"].panel.ylabel == "LS distance"
+    assert drawn["val_ppl_vs_epoch.png"].panel.yscale == "log"
+    curve = report["time_to_target"]
+    target = drawn["time_to_target.png"].panel
+    step = target.line("best validation perplexity any candidate showed")  # against the compute spent
+    assert step.drawstyle == "steps-post" and target.ylabel == "validation perplexity"
+    assert step.x.tolist() == [c[0] for c in curve] + [report["compute_seconds"]]
+    assert step.y.tolist() == [c[1] for c in curve] + [curve[-1][1]]
+    assert all(a > b for a, b in zip(step.y[:-2], step.y[1:-1]))  # each point a new best
+    assert step.y[-2] == min(ppl for r in rows for ppl in r["val_ppl"].values()) == report["best_seen"]["value"]
+    winner = next(r for r in rows if r["name"] == report["winner"])
+    (won,) = [line for name, line in target.labelled_lines().items() if name.startswith(f"winner {winner['name']}")]
+    (flat,) = set(won.y.tolist())  # the winner drawn where the best found ends: they agree
+    assert flat == winner["best_val_ppl"] <= report["best_seen"]["value"]
+    assert set(target.line(f"dense reference: {reference['best_val_ppl']:.2f}").y.tolist()) == \
+        {reference["best_val_ppl"]}
 
 
 def test_grid_never_inserts(synthetic_dir, tmp_path):
@@ -223,10 +281,24 @@ def test_bad_options_are_one_line(tmp_path, synthetic_dir):
 
 def test_the_paper_space_is_the_24_point_grid():
     space = load_space("paper")
+    # Selfish-RNN's grid: 2 sparse inits x 4 death modes x 3 redistribution modes, at density 0.33 with
+    # the method, growth and death rate fixed
+    inits, deaths = ["uniform", "er"], ["magnitude", "set", "threshold", "global_magnitude"]
+    redistributions = ["none", "magnitude", "nonzeros"]
+    assert space.density == 0.33 and space.ranges == {}
+    assert space.fixed == {"sparsity.method": "selfish", "sparsity.growth": "random", "sparsity.death_rate": 0.8}
+    expected = [{"sparsity.init": i, "sparsity.death": d, "sparsity.redistribution": r}
+                for i, d, r in itertools.product(inits, deaths, redistributions)]
     grid = space.grid()
-    assert len(grid) == 24 and space.fixed["sparsity.death_rate"] == 0.8
-    assert {p["sparsity.init"] for p in grid} == {"uniform", "er"}
-    assert yaml.safe_load((space.model_dump_json())) is not None
+    assert len(grid) == 24 and grid == expected  # in this order: candidates r0-00 .. r0-23
+    # 24 different runs: each point gives a candidate config of its own, the fixed settings applied
+    base = base_config("unused")
+    configs = [space.candidate_config(base, point).sparsity for point in grid]
+    assert len({c.model_dump_json() for c in configs}) == 24
+    for config, point in zip(configs, grid):
+        assert (config.method, config.density, config.growth, config.death_rate) == ("selfish", 0.33, "random", 0.8)
+        assert (config.init, config.death, config.redistribution) == (
+            point["sparsity.init"], point["sparsity.death"], point["sparsity.redistribution"])
 
 
 def test_hyperband_on_loss_stops_candidates_early_and_picks_a_completed_one(synthetic_dir, tmp_path):
@@ -237,7 +309,8 @@ def test_hyperband_on_loss_stops_candidates_early_and_picks_a_completed_one(synt
     assert "pruned" in statuses and "complete" in statuses  # some stopped early, some ran the whole schedule
     assert all(r["epoch"] < 4 for r in rows.values() if r["status"] == "pruned")
     assert rows[report["winner"]]["epoch"] == 4 and report["test"]["winner"] == report["winner"]
-    assert "reference" not in report["budget"]  # loss needs no dense reference
+    # loss needs no dense reference to rank: it trains once, to the end, for the report (dense_to_end)
+    assert report["budget"]["reference"]["epochs"] == 4 and report["reference"]["complete"]
 
 
 def test_atpe_proposals_are_points_of_the_space_and_repeatable():
