@@ -26,6 +26,9 @@ from _common import ptb_corpus, read_result, save_units, stored_or  # noqa: E402
 
 NAME = "lsh_regime"
 
+W128_T50K = {"model.hidden_sizes": [128, 128], "model.dropout": 0.5, "data.epoch_tokens": None,
+             "data.train_tokens": 50_000, "train.epochs": 10, "optim.decay_start_epoch": 6}
+
 # regime -> (preset, overrides); every regime prunes at the demo space's density, 0.33
 REGIMES: dict[str, tuple[str, dict]] = {
     # the demo before issue 25: every weight prunable (embedding and decoder included)
@@ -33,14 +36,8 @@ REGIMES: dict[str, tuple[str, dict]] = {
     # the demo (configs/hyperprune-demo.yaml): its model and schedule, only the recurrent weights pruned
     "demo-64-rec": ("hyperprune-demo", {"sparsity.prunable": ["recurrent"]}),
     # wider, a small training slice seen many times with dropout: dense overfits, as at paper scale
-    "w128-t50k-rec": ("hyperprune-demo", {"model.hidden_sizes": [128, 128], "model.dropout": 0.5,
-                                          "data.epoch_tokens": None, "data.train_tokens": 50_000,
-                                          "train.epochs": 10, "optim.decay_start_epoch": 6,
-                                          "sparsity.prunable": ["recurrent"]}),
-    "w128-t50k-recdec": ("hyperprune-demo", {"model.hidden_sizes": [128, 128], "model.dropout": 0.5,
-                                             "data.epoch_tokens": None, "data.train_tokens": 50_000,
-                                             "train.epochs": 10, "optim.decay_start_epoch": 6,
-                                             "sparsity.prunable": ["recurrent", "decoder"]}),
+    "w128-t50k-rec": ("hyperprune-demo", {**W128_T50K, "sparsity.prunable": ["recurrent"]}),
+    "w128-t50k-recdec": ("hyperprune-demo", {**W128_T50K, "sparsity.prunable": ["recurrent", "decoder"]}),
     "w256-t100k-rec": ("iss-ptb-cpu", {"sparsity.prunable": ["recurrent"]}),
     # a slice small enough that dense overfits within the schedule (its best epoch before the last)
     "w128-t20k-rec": ("hyperprune-demo", {"model.hidden_sizes": [128, 128], "model.dropout": 0.2,

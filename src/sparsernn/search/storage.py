@@ -42,8 +42,12 @@ def check_url(url: str) -> None:
         raise ConfigError(f"--storage {url!r}: not a database URL (expected e.g. sqlite:///path/search.db or "
                           "postgresql://user@host/db)") from None
     except ImportError:
-        raise ConfigError(f"--storage {url.split('://')[0]}: its database driver is not installed (PostgreSQL: "
-                          "pip install 'sparsernn[postgres]')") from None
+        raise _driver_missing(url) from None
+
+
+def _driver_missing(url: str) -> ConfigError:
+    return ConfigError(f"--storage {url.split('://')[0]}: its database driver is not installed (PostgreSQL: "
+                       "pip install 'sparsernn[postgres]')")
 
 
 def check_sqlite_file(path: Path) -> None:
@@ -85,8 +89,7 @@ def open_study(url: str, study_name: str, create: bool) -> optuna.Study:
             raise Failure(f"--storage {_shown(url)}: cannot open the database ({reason})") from None
         raise ConfigError(f"--storage {_shown(url)}: not a usable search database ({reason})") from None
     except ImportError:
-        raise ConfigError(f"--storage {url.split('://')[0]}: its database driver is not installed (PostgreSQL: "
-                          "pip install 'sparsernn[postgres]')") from None
+        raise _driver_missing(url) from None
 
 
 def _shown(url: str) -> str:
