@@ -171,7 +171,10 @@ class Search:
                 raise ConfigError(f"{self.out}: holds a search already; continue it with --resume {self.out}")
             self.space = SearchSpace.model_validate(stored["space"])
             self.base = validate(upgrade_stored_config(stored["base"]), f"{self.out} base config")
-            self.settings = SearchSettings.model_validate(stored["settings"])
+            # a search stored before these settings existed continues as it began: each rule alone,
+            # no dense reference past the rounds
+            self.settings = SearchSettings.model_validate({"keep_best": False, "dense_to_end": False,
+                                                           **stored["settings"]})
             self.reference_dir = Path(stored["reference_dir"])
         else:
             if not starting:
