@@ -42,26 +42,34 @@ class Case:
 
 @dataclass
 class World:
-    """What the commands work on: a corpus, a finished run, a text file, a scratch directory."""
+    """What the commands work on: a corpus, a finished run, a text file, a scratch directory, a CoNLL
+    corpus and a finished tagger."""
 
     corpus: Path
     run: Path
     text: Path
     scratch: Path
+    conll: Path
+    tagger: Path
+
+    def inputs(self) -> list[Path]:
+        """What no case may change."""
+        return [self.corpus, self.run, self.text, self.conll, self.tagger]
 
     def base(self, command: tuple[str, ...], out: Path) -> list:
         """A small working invocation of ``command``."""
         common = {
             ("train",): ["--data-dir", self.corpus, *SMALL_TRAIN, "--out", out],
-            ("tag", "train"): ["--data-dir", self.corpus, *SMALL_TRAIN, "--out", out, "--print-config"],
+            ("tag", "train"): ["--data-dir", self.conll, "--hidden", "8", "--epochs", "1", "--batch-size", "4",
+                               "--device", "cpu", "--out", out],
             ("hyperprune",): ["--data-dir", self.corpus, *SMALL_SEARCH, "--out", out],
             ("eval",): [self.run, "--split", "valid"],
-            ("tag", "eval"): [self.run],
+            ("tag", "eval"): [self.tagger],
             ("lyapunov",): [self.run, "--samples", "2", "--steps", "5", "--k", "4"],
             ("compact",): [self.run, "-o", out / "small.safetensors", "--no-timing"],
             ("iss", "tau"): [self.run],
             ("iss", "plot"): [self.run, "-o", out / "plots"],
-            ("tag", "predict"): [self.run, self.text],
+            ("tag", "predict"): [self.tagger, self.text],
             ("match",): ["--dense", "20,20", "--sparse", "30,30"],
             ("data", "verify"): ["--data-dir", self.corpus],
             ("data", "download"): ["--dest", out / "ptb", "--url", f"file://{self.scratch}/none.tgz"],
@@ -89,10 +97,14 @@ def commands() -> dict[tuple[str, ...], list[str]]:
     return found
 
 
+# a valid value asking for endless work (10**11 epochs, 10**11 candidates) runs for days: not a case
+ENDLESS = {("--epochs", "99999999999"), ("--n", "99999999999")}
+
+
 def all_cases() -> list[Case]:
     """Each option with each junk value, and each command with a junk extra argument (option "")."""
     return [Case(command, option, value) for command, options in commands().items()
-            for option in [*options, ""] for value in JUNK]
+            for option in [*options, ""] for value in JUNK if (option, value) not in ENDLESS]
 
 
 def digest(path: Path) -> dict[str, str]:
@@ -104,7 +116,7 @@ def run_case(world: World, case: Case, index: int) -> str | None:
     """``None`` when the case ends as promised, else what went wrong."""
     out = world.scratch / f"case-{index}"
     args = [*case.command, *world.base(case.command, out), *([case.option] if case.option else []), case.value]
-    before = digest(world.run), digest(world.text)
+    before = [digest(path) for path in world.inputs()]
     result = cli_in_process(*args)  # an exception escaping the CLI is a defect: caught below
     problem = None
     lines = result.stderr.strip().splitlines()
@@ -116,7 +128,7 @@ def run_case(world: World, case: Case, index: int) -> str | None:
         problem = "no error line"
     elif result.returncode == 2 and len(lines) != 1:
         problem = "more than one line for bad input"
-    elif (digest(world.run), digest(world.text)) != before:
+    elif [digest(path) for path in world.inputs()] != before:
         problem = "an input changed"
     elif [p for p in world.scratch.rglob("*.tmp")]:
         problem = "a partial file left"
@@ -138,8 +150,15 @@ def make_world(root: Path) -> World:
     assert (run / BEST).is_file()
     text = root / "sentences.txt"
     text.write_text("the cat sat\na b c\n")
+    conll = root / "conll"
+    conll.mkdir()
+    for split, count in (("train", 30), ("valid", 6), ("test", 6)):
+        (conll / f"{split}.conll").write_text("".join("the\tDT\ncat\tNN\nsat\tVB\n.\t.\n\n" for _ in range(count)))
+    trained = cli_in_process("tag", "train", "--data-dir", conll, "--epochs", "1", "--hidden", "8", "--device", "cpu",
+                             "--out", root / "tagger")
+    assert trained.returncode == 0, trained.stderr
     (root / "scratch").mkdir()
-    return World(corpus, run, text, root / "scratch")
+    return World(corpus, run, text, root / "scratch", conll, root / "tagger")
 
 
 def fuzz(world: World, cases: list[Case]) -> tuple[dict[int | str, int], list[str]]:
@@ -164,8 +183,20 @@ def fuzz(world: World, cases: list[Case]) -> tuple[dict[int | str, int], list[st
 
 
 def sample(count: int, seed: int) -> list[Case]:
-    cases = all_cases()
-    return cases if count >= len(cases) else random.Random(seed).sample(cases, count)
+    """A seeded sample of ``count`` cases spread evenly over the commands: each command is in it (when
+    ``count`` is at least the number of commands), not only those with the most options."""
+    rng = random.Random(seed)
+    by_command: dict[tuple[str, ...], list[Case]] = {}
+    for case in all_cases():
+        by_command.setdefault(case.command, []).append(case)
+    for cases in by_command.values():
+        rng.shuffle(cases)
+    picked: list[Case] = []
+    while len(picked) < count and any(by_command.values()):
+        for cases in by_command.values():
+            if cases and len(picked) < count:
+                picked.append(cases.pop())
+    return picked
 
 
 def main() -> None:

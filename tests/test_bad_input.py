@@ -180,3 +180,67 @@ def test_iss_plot_on_corrupt_metrics_writes_no_plot(run, tmp_path):
     (copy / "metrics.jsonl").write_text("garbage\n" + (run / "metrics.jsonl").read_text())
     assert one_line("iss", "plot", copy).endswith("metrics.jsonl line 1: not a metrics record (a JSON object)")
     assert not (copy / "plots").exists()  # refused before the first plot, not after two
+
+
+def test_a_huge_workers_count_starts_no_more_processes_than_there_are_jobs(monkeypatch):
+    from concurrent.futures import Future
+
+    from sparsernn.search.executor import LocalExecutor
+
+    class Pool:  # stands in for the process pool: runs nothing, records its size
+        def submit(self, work, job):
+            done = Future()
+            done.set_result(job)
+            return done
+
+        def shutdown(self, **_):
+            pass
+
+    sizes = []
+    monkeypatch.setattr(LocalExecutor, "_new_pool", staticmethod(lambda workers: sizes.append(workers) or Pool()))
+    executor = LocalExecutor(99999999999)  # `--workers 99999999999` overflowed a C int making the pool
+    assert executor.run(["a", "b"]) == ["a", "b"] and sizes == [2]
+    assert executor.run(["c", "d", "e"]) == ["c", "d", "e"] and executor.run(["f", "g"]) == ["f", "g"]
+    assert sizes == [2, 3]  # grown for a larger batch, kept for a smaller one
+    executor.close()
+
+
+def test_an_evaluation_batch_larger_than_a_split_is_refused_before_training(synthetic_dir, tmp_path):
+    line = one_line("train", "--data-dir", synthetic_dir, "--hidden", "8", "--epochs", "1", "--epoch-tokens", "80",
+                    "--device", "cpu", "--eval-batch-size", "99999999999", "--out", tmp_path / "r")
+    assert "too few for 99999999999 evaluation streams (data.eval_batch_size)" in line  # one line, said first
+    assert not any((tmp_path / "r").iterdir())  # nothing trained, nothing written
+
+
+@pytest.fixture(scope="module")
+def tagger(tmp_path_factory) -> Path:
+    """A tiny trained tagger (its spectra's inputs repeat the validation text: any length can be asked)."""
+    root = tmp_path_factory.mktemp("tagger")
+    for split, count in (("train", 30), ("valid", 6), ("test", 6)):
+        (root / f"{split}.conll").write_text("".join("the\tDT\ncat\tNN\nsat\tVB\n.\t.\n\n" for _ in range(count)))
+    result = cli_in_process("tag", "train", "--data-dir", root, "--epochs", "1", "--hidden", "8", "--device", "cpu",
+                            "--out", root / "run")
+    assert result.returncode == 0, result.stderr
+    return root / "run"
+
+
+@pytest.mark.parametrize("samples, steps", [("99999999999", "5"), ("1", "99999999999")])
+def test_spectra_larger_than_memory_are_one_line_naming_the_options(tagger, samples, steps):
+    line = one_line("lyapunov", tagger, "--samples", samples, "--steps", steps, "--device", "cpu", code=1)
+    assert line.startswith(f"error: --samples {samples}, --steps {steps}: needs more memory than there is")
+
+
+@pytest.mark.parametrize("field", ["train:\n  init_from", "data:\n  dir"])
+def test_a_nul_character_in_a_config_path_is_refused_where_it_is_written(tmp_path, field):
+    (tmp_path / "cfg.yaml").write_text(f'{field}: "a\\0b"\n')  # YAML's escape: reachable from any config file
+    line = one_line("train", "-c", tmp_path / "cfg.yaml", "--print-config")
+    assert line.endswith("contains a NUL character, which no name or path can: 'a\\x00b'")
+
+
+def test_a_search_refused_at_its_start_writes_nothing(synthetic_dir, tmp_path):
+    common = ("hyperprune", "--data-dir", synthetic_dir, "--n", "2", "--survivors", "1", "--epochs", "2")
+    assert "e0 (2) must be shorter than the schedule" in one_line(*common, "--e0", "2", "--out", tmp_path / "a")
+    # spectra the validation data cannot give were found only once the first candidates had trained
+    line = one_line(*common, "--samples", "99999999999", "--steps", "2", "--out", tmp_path / "b")
+    assert "--samples 99999999999, --steps 2: " in line and "cannot give 99999999999 sequences" in line
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # no search.db of a search never begun

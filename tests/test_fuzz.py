@@ -162,8 +162,8 @@ def test_every_command_s_options_given_junk_end_as_promised(tmp_path):
     import fuzz_cli
 
     world = fuzz_cli.make_world(tmp_path)
-    cases = fuzz_cli.sample(60, SEED)
-    assert {case.command for case in fuzz_cli.all_cases()} == set(fuzz_cli.commands())  # every command covered
+    cases = fuzz_cli.sample(48, SEED)  # 3 a command
+    assert {case.command for case in cases} == set(fuzz_cli.commands())  # every command covered
     assert len(fuzz_cli.commands()) >= 16
     outcomes, defects = fuzz_cli.fuzz(world, cases)
     assert not defects, "\n".join(defects)

@@ -253,6 +253,9 @@ def _train(
         trainer = Trainer(cfg, corpus, run.path, reporter=reporter)
     else:
         trainer = Trainer.open(run.path, corpus, overrides=overrides, reporter=reporter)
+    for split in ("valid", "test"):  # the splits fit() evaluates: one too small is refused before anything is said
+        trainer.task.check_split(split)
+    if resume is not None:
         if trainer.complete:
             reporter.message(f"{run}: the run is complete ({trainer.horizon} of {trainer.horizon} epochs)")
         else:
@@ -360,11 +363,12 @@ def _hyperprune(
 
     Example: sparsernn hyperprune --space paper --preset ptb-small --sampler grid --e0 2 --survivors 3 --out runs/hp
     """
-    from sparsernn.config import parse_override, resolve_config
+    from sparsernn.config import check_field, parse_override, resolve_config
+    from sparsernn.errors import memory_for
     from sparsernn.progress import default_reporter
     from sparsernn.search import Search, load_space
     from sparsernn.search.cluster import ExecutorSettings, make_executor
-    from sparsernn.tasks import load_data
+    from sparsernn.tasks import build_task, load_data
 
     reporter = default_reporter()
     placement = _settings_from_options(ExecutorSettings, EXECUTOR_OPTION_FIELDS, fields)
@@ -381,8 +385,17 @@ def _hyperprune(
         if epochs is not None:
             overrides["train.epochs"] = epochs
         base = resolve_config(preset or ("hyperprune-demo" if config is None else None), config, overrides)
+        if data_dir is not None:
+            check_field("data.dir", data_dir, "--data-dir")
         base.data.dir = data_dir or base.data.dir
-        _, corpus_dir, note = load_data(base)  # read now: a corpus that is not there is said before any work
+        corpus, corpus_dir, note = load_data(base)  # read now: a corpus that is not there is said before any work
+        if settings.ls_options() is not None:  # so are spectra whose input sequences it cannot give
+            what = f"--samples {settings.samples}, --steps {settings.steps}"
+            try:
+                with memory_for(what):
+                    build_task(base, corpus, "cpu").lyapunov_inputs(settings.samples, settings.steps)
+            except ValueError as exc:
+                raise SparsernnError(f"{what}: {exc}") from None
         if note:
             reporter.message(f"[yellow]note:[/] {note}")
         base.data.dir = str(corpus_dir.resolve())
@@ -478,9 +491,12 @@ def _print_results(values: dict[str, dict[str, float] | float], title: str, metr
 def _model_and_task(ckpt: Path, data_dir: str | None, device, corpora: dict | None = None,
                     eval_batch_size: int | None = None):
     """A trained model and the task (its data) it is used with; the task checks they belong together."""
+    from sparsernn.config import check_field
     from sparsernn.runs import load_model, model_path
     from sparsernn.tasks import build_task, load_data
 
+    if data_dir is not None:
+        check_field("data.dir", data_dir, "--data-dir")
     path = model_path(ckpt)
     model, cfg, _, meta = load_model(path, device)
     if data_dir is not None:
@@ -556,6 +572,7 @@ def lyapunov(
     import torch
 
     from sparsernn.dynamics import lyapunov_spectrum
+    from sparsernn.errors import memory_for
     from sparsernn.train import resolve_device
 
     for option, value, allowed in (("--state", state, ("hc", "h")), ("--basis", basis, ("layers", "stack")),
@@ -574,11 +591,12 @@ def lyapunov(
     for ckpt in ckpts:
         path, model, _, task = _model_and_task(ckpt, data_dir, dev, corpora)
         try:
-            sequences = task.lyapunov_inputs(samples, steps)
-            spectrum = lyapunov_spectrum(model, sequences, k=k, state=state, basis=basis, warmup=warmup,
-                                         qr_every=qr_every, orthonormalization=orthonormalization,
-                                         dtype=torch.float32 if float32 else torch.float64,
-                                         log_base=math.e if log_base == "e" else 2.0)
+            with memory_for(f"--samples {samples}, --steps {steps}"):
+                sequences = task.lyapunov_inputs(samples, steps)
+                spectrum = lyapunov_spectrum(model, sequences, k=k, state=state, basis=basis, warmup=warmup,
+                                             qr_every=qr_every, orthonormalization=orthonormalization,
+                                             dtype=torch.float32 if float32 else torch.float64,
+                                             log_base=math.e if log_base == "e" else 2.0)
         except ValueError as exc:
             raise SparsernnError(f"{path}: {exc}") from None
         spectra[str(ckpt)] = spectrum

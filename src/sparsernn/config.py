@@ -26,6 +26,15 @@ class _Section(BaseModel):
     # no field of a run is infinite or NaN: 1e999 (YAML's inf) is refused where it is written
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """A NUL character (YAML's "\\0") is in no name or path: refused where it is written, not met as a crash
+        when the path is opened."""
+        if isinstance(value, str) and "\0" in value:
+            raise ValueError(f"contains a NUL character, which no name or path can: {value!r}")
+        return value
+
 
 class DataConfig(_Section):
     dir: str | None = Field(

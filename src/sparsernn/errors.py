@@ -7,6 +7,10 @@ error's ``exit_code``: 2 for bad input, 1 for a run that failed.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class SparsernnError(Exception):
     """Base class of errors caused by user input (files, configs, checkpoints): exit code 2."""
@@ -39,3 +43,19 @@ class TrainingDiverged(Failure):
 class LayerRemoved(Failure):
     """A sparsifier removed every unit of a recurrent layer: the model can no longer carry anything
     through it, so the run stops where it happened rather than finishing as a dead model."""
+
+
+@contextmanager
+def memory_for(what: str) -> Iterator[None]:
+    """An allocation that fails inside the block (``MemoryError``, torch's out-of-memory error or its CPU
+    allocator's refusal) becomes a one-line ``Failure`` naming ``what`` asked for that much memory."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        text = str(exc)
+        if not (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+                or "can't allocate memory" in text or "out of memory" in text.lower()):
+            raise
+        wanted = re.search(r"allocate (\d+) bytes", text)
+        size = f" (one tensor of {int(wanted.group(1)) / 2**30:,.1f} GiB)" if wanted else ""
+        raise Failure(f"{what}: needs more memory than there is{size}; ask for less") from None

@@ -256,12 +256,16 @@ class LocalExecutor:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_size = 0
 
     def run(self, jobs: list[Job]) -> list[Progress]:
         if self.workers == 1 or len(jobs) <= 1:
             return [advance(job) for job in jobs]
-        if self._pool is None:  # no more processes than jobs (the first batch is the largest a search runs):
-            self._pool = self._new_pool(min(self.workers, len(jobs)))  # --workers 10**11 is not 10**11 of them
+        size = min(self.workers, len(jobs))  # no more processes than jobs: --workers 10**11 is not 10**11 of them
+        if self._pool is not None and size > self._pool_size:  # a larger batch than the pool was made for
+            self.close()
+        if self._pool is None:
+            self._pool, self._pool_size = self._new_pool(size), size
         futures = [self._pool.submit(self.work, job) for job in jobs]
         results: list[Progress | None] = []
         for future in futures:

@@ -133,6 +133,16 @@ class SearchSettings(BaseModel):
             if RULES[self.rank_by].needs_spectra and self.strategy in ("lsh", "top_k") else None
 
 
+def _check_start(space: SearchSpace, base: RunConfig, settings: SearchSettings) -> None:
+    """What a new search is refused for, before it writes anything (no search.db left behind): a
+    schedule no longer than e0, a space with nothing to sample."""
+    if settings.e0 >= base.train.epochs:
+        raise ConfigError(f"e0 ({settings.e0}) must be shorter than the schedule (train.epochs {base.train.epochs})")
+    if settings.sampler != "grid" and not space.distributions():
+        raise ConfigError(f"search space: nothing to sample for --sampler {settings.sampler} (every value is fixed); "
+                          "give choices: or ranges:, or use --sampler grid")
+
+
 def _seed(*parts: Any) -> int:
     return int(hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:8], 16)
 
@@ -149,6 +159,8 @@ class Search:
         starting = space is not None or base is not None  # else a resume: it only reads until it runs
         if starting:
             _check_search_dir(self.out)
+            if space is not None and base is not None:  # before anything is written
+                _check_start(space, base, settings or SearchSettings())
         elif not self.out.is_dir():
             raise ConfigError(f"{self.out}: no search to resume here (not a directory)")
         self.storage = storage_url(storage, self.out)
@@ -183,14 +195,8 @@ class Search:
             if space is None or base is None:
                 raise ConfigError(f"{self.out}: a new search needs both a space and a base config")
             self.space, self.base, self.settings = space, base, settings or SearchSettings()
-            if self.settings.e0 >= base.train.epochs:
-                raise ConfigError(f"e0 ({self.settings.e0}) must be shorter than the schedule "
-                                  f"(train.epochs {base.train.epochs})")
             root = Path(reference_dir) if reference_dir is not None else self.out.parent / "references"
             self.reference_dir = root / self._reference_key()
-            if self.settings.sampler != "grid" and not space.distributions():
-                raise ConfigError(f"search space: nothing to sample for --sampler {self.settings.sampler} (every "
-                                  "value is fixed); give choices: or ranges:, or use --sampler grid")
             search_id = uuid.uuid4().hex  # names this search in its directory and its storage, wherever they are
             atomic_write_text(id_file, search_id + "\n")
             for key, value in (("search_id", search_id), ("space", space.model_dump(mode="json")),
