@@ -39,7 +39,7 @@ def test_a_pareto_search_keeps_what_the_rule_orders_first(synthetic_dir, tmp_pat
 
 def test_one_epoch_top_k_keeps_the_lowest_losses_after_the_first_epoch(synthetic_dir, tmp_path):
     search, report = run_search(tmp_path, synthetic_dir, n=5, survivors=2, rank_by="loss", strategy="top_k",
-                                sampler="random")
+                                sampler="random", dense_to_end=False)
     trials = search.candidates()
     assert len(trials) == 5 and not (tmp_path / "references").exists()  # no spectra, no reference
     losses = {n: t.user_attrs["val_losses"]["1"] for n, t in trials.items()}
