@@ -3,6 +3,12 @@
     python benchmarks/lsh_ranking.py [--data-dir DIR] [--spaces paper,mixed,gru] [--seeds 1,2] [--points 12]
     python benchmarks/lsh_ranking.py --report-only    # replay the stored runs again, no training
 
+The committed study is scaled to 2 CPU cores: the demo's 2x64 LSTM (GRU for ``gru``), 4 epochs of 50k
+tokens (lr halved from epoch 2), 8 configurations per space, seeds 1 and 2, one process per seed:
+
+    python benchmarks/lsh_ranking.py --data-dir ../shared/data/ptb --points 8 --epochs 4 \
+        --epoch-tokens 50000 --decay-start-epoch 2 --seeds 1
+
 For each search space and seed, ``--points`` configurations of the space (the grid's, or sampled at
 random for a space with ranges; a seeded subset when there are more) and the dense reference are
 trained to the end of the schedule once, with the validation loss and the Lyapunov spectrum (h
@@ -56,7 +62,9 @@ def train_unit(space_name: str, seed: int, args, corpus_dir: Path) -> dict:
 
     preset_space, overrides = SPACES[space_name]
     space = load_space(preset_space)
-    base = resolve_config(args.preset, None, {**overrides, "data.dir": str(corpus_dir), "train.seed": seed,
+    schedule = {field: value for field, value in (("train.epochs", args.epochs), ("data.epoch_tokens", args.epoch_tokens),
+                                                  ("optim.decay_start_epoch", args.decay_start_epoch)) if value}
+    base = resolve_config(args.preset, None, {**overrides, **schedule, "data.dir": str(corpus_dir), "train.seed": seed,
                                               "train.device": "cpu", "sparsity.prunable": args.prunable.split(",")})
     ls = LSOptions(k=K, states=(STATE,), samples=10, steps=100)
     root = Path(args.out) / f"{space_name}-s{seed}"
@@ -75,7 +83,8 @@ def train_unit(space_name: str, seed: int, args, corpus_dir: Path) -> dict:
                       "val_loss": {str(e): v for e, v in progress.val_loss.items()},
                       "val_ppl": {str(e): v for e, v in progress.val_metric.items()},
                       "spectra": {str(e): v for e, v in progress.spectra[STATE].items()}}
-    return {"space": space_name, "seed": seed, "preset": args.preset, "prunable": base.sparsity.prunable,
+    return {"space": space_name, "seed": seed, "preset": args.preset, "schedule": schedule,
+            "prunable": base.sparsity.prunable, "density": space.density, "cell": base.model.cell,
             "epochs": base.train.epochs, "runs": runs}
 
 
@@ -153,6 +162,9 @@ def main() -> None:
     parser.add_argument("--survivors", type=int, default=2)
     parser.add_argument("--preset", default="hyperprune-demo")
     parser.add_argument("--prunable", default="recurrent")
+    parser.add_argument("--epochs", type=int, default=None, help="the preset's schedule, shortened (a scaled study)")
+    parser.add_argument("--epoch-tokens", type=int, default=None)
+    parser.add_argument("--decay-start-epoch", type=int, default=None)
     parser.add_argument("--out", default="runs/lsh_ranking")
     parser.add_argument("--report-only", action="store_true", help="replay the stored runs, no training")
     args = parser.parse_args()

@@ -57,6 +57,9 @@ METHODS: dict[str, dict] = {
     "set": {"sparsity.method": "set", "sparsity.density": 0.33, "sparsity.init": "er"},
     "rigl": {"sparsity.method": "rigl", "sparsity.density": 0.33, "sparsity.init": "er"},
     "selfish": {"sparsity.method": "selfish", "sparsity.density": 0.33, "sparsity.init": "er"},
+    # the same methods at density 0.5: how much of the gap is the density itself
+    "static-d50": {"sparsity.method": "static", "sparsity.density": 0.5, "sparsity.init": "er"},
+    "rigl-d50": {"sparsity.method": "rigl", "sparsity.density": 0.5, "sparsity.init": "er"},
 }
 
 
