@@ -119,5 +119,7 @@ def spearman_with_interval(x: list[float], y: list[float], resamples: int = 2000
             value = spearmanr(x[idx], y[idx]).statistic
             if np.isfinite(value):
                 boot.append(value)
+    if not boot:  # every resample tied (e.g. candidates that are still one model): no interval
+        return rho, float("nan"), float("nan")
     low, high = np.percentile(boot, [2.5, 97.5])
     return rho, float(low), float(high)

@@ -13,10 +13,13 @@ For each search space and seed, ``--points`` configurations of the space (the gr
 random for a space with ranges; a seeded subset when there are more) and the dense reference are
 trained to the end of the schedule once, with the validation loss and the Lyapunov spectrum (h
 state, k = 64, as the search measures them) after every epoch. Then every ranking rule of
-``sparsernn.search.ranking`` is replayed on those runs as a search would use it (e0 = ei = 1,
+``sparsernn.search.ranking`` is replayed on those runs as a search would use it (first ranking at
+``--e0`` = 2, then every epoch,
 rounds that keep the better half, ``--survivors`` decided by the ranking that reaches them; no
-insertions, so every rule sees the same candidates), plus the one-epoch top-K baseline ("Is One
-Epoch All You Need?", arXiv 2307.15422: rank by validation loss after one epoch, keep the top K).
+insertions, so every rule sees the same candidates), plus the top-K baseline of "Is One Epoch All
+You Need?" (arXiv 2307.15422: rank once by validation loss after a short training, keep the top K),
+here after e0 epochs: after one, every candidate of these spaces is still the same model (one seed,
+one initial mask; the first mask update comes at the end of epoch 1), so any rule would be a tie.
 Per rule and per round: Spearman's rho of the scores with the final validation perplexity (the
 best over the schedule) with its bootstrap interval, whether the best configuration is still kept,
 and the regret (the best final perplexity among the survivors minus the best of all).
@@ -88,7 +91,7 @@ def train_unit(space_name: str, seed: int, args, corpus_dir: Path) -> dict:
             "epochs": base.train.epochs, "runs": runs}
 
 
-def replay(unit: dict, rule_name: str, survivors: int, top_k: bool = False) -> list[dict]:
+def replay(unit: dict, rule_name: str, survivors: int, e0: int, top_k: bool = False) -> list[dict]:
     """The rounds a search ranking by ``rule_name`` takes on the unit's runs (no insertions): per
     round, the epoch, Spearman's rho of the scores with the final perplexities, whether the best is kept."""
     from sparsernn.search.ls_space import ls_distances
@@ -99,7 +102,7 @@ def replay(unit: dict, rule_name: str, survivors: int, top_k: bool = False) -> l
     final = {n: min(r["val_ppl"].values()) for n, r in runs.items()}
     best = min(final.values())
     reference = {int(e): v for e, v in unit["runs"]["reference"]["spectra"].items()}
-    alive, rounds, epoch = sorted(runs), [], 1
+    alive, rounds, epoch = sorted(runs), [], e0
     while True:
         loss = {n: runs[n]["val_loss"][str(epoch)] for n in alive}
         distance = None
@@ -119,22 +122,22 @@ def replay(unit: dict, rule_name: str, survivors: int, top_k: bool = False) -> l
         alive, epoch = decision.kept, epoch + 1
 
 
-def rules_summary(units: dict, survivors: int) -> dict:
+def rules_summary(units: dict, survivors: int, e0: int) -> dict:
     from sparsernn.search.ranking import RULES
 
     rules = {name: {} for name in RULES.names()}
-    rules["one-epoch-top-k"] = {}
+    rules["top-k"] = {}
     for key, unit in units.items():
         for name in RULES.names():
-            rules[name][key] = replay(unit, name, survivors)
-        rules["one-epoch-top-k"][key] = replay(unit, "loss", survivors, top_k=True)
+            rules[name][key] = replay(unit, name, survivors, e0)
+        rules["top-k"][key] = replay(unit, "loss", survivors, e0, top_k=True)
     return rules
 
 
 def report(result: dict) -> None:
-    units, survivors = result["units"], result["survivors"]
-    rules = rules_summary(units, survivors)
-    print(f"survivors {survivors}; units: {', '.join(units)}")
+    units, survivors, e0 = result["units"], result["survivors"], result.get("e0", 1)
+    rules = rules_summary(units, survivors, e0)
+    print(f"survivors {survivors}, first ranking at epoch {e0}; units: {', '.join(units)}")
     print(f"{'rule':16s} {'mean regret':>11s} {'best kept':>9s}  first round's Spearman per unit")
     means = {}
     for name, per_unit in rules.items():
@@ -160,6 +163,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2")
     parser.add_argument("--points", type=int, default=12, help="configurations per space (a seeded subset)")
     parser.add_argument("--survivors", type=int, default=2)
+    parser.add_argument("--e0", type=int, default=2,
+                        help="epoch of the first ranking (at epoch 1, candidates that differ only in how their masks "
+                             "change are still one model: the mask update comes at the end of the epoch)")
     parser.add_argument("--preset", default="hyperprune-demo")
     parser.add_argument("--prunable", default="recurrent")
     parser.add_argument("--epochs", type=int, default=None, help="the preset's schedule, shortened (a scaled study)")
@@ -176,13 +182,13 @@ def main() -> None:
     torch.set_num_threads(1)
     corpus_dir = ptb_dir(args.data_dir, "lsh_ranking.py")
     result = stored_or(NAME, {"units": {}})
-    result["survivors"] = args.survivors
+    result["survivors"], result["e0"] = args.survivors, args.e0
     for space_name in args.spaces.split(","):
         for seed in map(int, args.seeds.split(",")):
             key = f"{space_name}/s{seed}"
             if key not in result["units"]:
                 result["units"][key] = train_unit(space_name, seed, args, corpus_dir)
-                result["rules"] = rules_summary(result["units"], args.survivors)  # every unit so far, replayed
+                result["rules"] = rules_summary(result["units"], args.survivors, args.e0)  # every unit so far
                 save_units(NAME, result)
     report(result)
 

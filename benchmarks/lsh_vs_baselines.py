@@ -12,8 +12,10 @@ what the JSON holds; a unit interrupted midway resumes from its search directory
   full-tpe                         full-training search: every initial candidate to the end
   full-grid                        full-training search over the whole grid (the paper's baseline)
   top-k                            one-epoch top-K: rank by validation loss after e0, keep the survivors
-  pareto-tpe, keep-lsh-tpe         the search as it runs by default since issue 25: Pareto (LS, loss) or
-                                   the paper's LS rule, the best model seen never eliminated, dense to the end
+  pareto-tpe, keep-lsh-tpe,        the search as it runs by default since issue 25 (the best model seen
+  keep-loss-tpe, ranksum-tpe,      never eliminated, dense to the end) with each ranking rule: Pareto
+  band-tpe                         (LS, loss), the paper's LS, loss, LS rank + loss rank, LS within
+                                   validation's noise band
 
 The units before top-k run each rule alone (keep_best and dense_to_end off), as every study before
 issue 25 did, so that stored units and new ones mean the same.
@@ -73,7 +75,10 @@ SEARCHES = {
     "full-grid": {"sampler": "grid", "strategy": "full", **PAPER},
     "top-k": {"sampler": "tpe", "strategy": "top_k", "rank_by": "loss", **PAPER},  # "Is one epoch all you need?"
     "pareto-tpe": {"sampler": "tpe", "rank_by": "pareto"},  # LS and loss together, the best seen kept
-    "keep-lsh-tpe": {"sampler": "tpe"},  # the paper's rule with the best model seen kept
+    "keep-lsh-tpe": {"sampler": "tpe", "rank_by": "ls"},  # the paper's rule with the best model seen kept
+    "keep-loss-tpe": {"sampler": "tpe", "rank_by": "loss"},  # validation loss, the best model seen kept
+    "ranksum-tpe": {"sampler": "tpe", "rank_by": "rank_sum"},  # LS rank + loss rank, the best seen kept
+    "band-tpe": {"sampler": "tpe", "rank_by": "ls_band"},  # LS within validation's noise band, the best kept
 }
 UNITS = ["dense", "selfish-defaults", *SEARCHES]
 
