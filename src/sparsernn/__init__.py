@@ -1,4 +1,41 @@
-"""sparsernn: sparse, small and fast recurrent sequence models in PyTorch."""
+"""sparsernn: sparse, small and fast recurrent sequence models in PyTorch.
+
+The public verbs work on any ``nn.Module`` (a user's ``nn.LSTM``/``nn.GRU``/``nn.RNN`` model as much as
+the toolkit's own): ``sparsify`` (sparse training with a mask method), ``lyapunov_spectrum`` and
+``discover`` (the recurrent stack they read). They are imported on first use, so ``import sparsernn``
+(the CLI's start, reading ``__version__``) does not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 # the one place the version is written: pyproject.toml reads it from here (hatch), checkpoints record it
 __version__ = "0.3.0"
+
+_EXPORTS = {
+    "sparsify": "sparsernn.sparsity.user",
+    "SparseTraining": "sparsernn.sparsity.user",
+    "lyapunov_spectrum": "sparsernn.dynamics.lyapunov",
+    "Spectrum": "sparsernn.dynamics.lyapunov",
+    "discover": "sparsernn.models.discovery",
+    "RecurrentLayer": "sparsernn.models.stack",
+    "DiscoveryError": "sparsernn.errors",
+    "SparsernnError": "sparsernn.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    """The public verbs, imported when first asked for (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sparsernn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -30,6 +30,13 @@ class CheckpointError(SparsernnError):
     """A checkpoint is missing, incomplete or does not match what it is used with."""
 
 
+class DiscoveryError(SparsernnError, ValueError):
+    """The recurrent stack of a user's module cannot be proven from the module and an example input
+    (a cell stepped in Python, a residual mixing units, a receiver that is not a Linear or the next
+    layer): the message names the module, and nothing is guessed in its place. Also a ``ValueError``,
+    so code that reports a model's bad values (the CLI, naming the checkpoint) reports it too."""
+
+
 class Failure(SparsernnError):
     """The input was fine but the work could not be done (exit code 1)."""
 

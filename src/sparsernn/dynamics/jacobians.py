@@ -17,22 +17,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sparsernn.errors import DiscoveryError
 from sparsernn.models.cells import CELLS, CellJacobian, CellParams
 from sparsernn.models.cells.base import new_basis
 from sparsernn.models.stack import RecurrentLayer
 
 
-def stack_params(model: nn.Module, dtype: torch.dtype | None = None) -> list[CellParams]:
-    """The weights of every layer ``model.recurrent_stack()`` describes, cast to ``dtype``."""
+def stack_params(model: nn.Module, dtype: torch.dtype | None = None,
+                 stack: tuple[RecurrentLayer, ...] | None = None) -> list[CellParams]:
+    """The weights of every layer of ``stack`` (default: ``model.recurrent_stack()``), cast to ``dtype``;
+    a layer of a multi-layer PyTorch module reads its own ``*_l{index}`` weights."""
     params = []
-    stack = model.recurrent_stack()
-    for index, layer in enumerate(stack):
+    stack = model.recurrent_stack() if stack is None else stack
+    for position, layer in enumerate(stack):
         # a bidirectional last layer (a tagger's BiLSTM) contributes its forward direction, the state it
         # carries left to right; one that feeds another layer hands it the future, no forward system
-        if layer.bidirectional and index < len(stack) - 1:
-            raise ValueError(f"{layer.module}: a bidirectional layer that feeds another is not a forward dynamical "
+        if layer.bidirectional and position < len(stack) - 1:
+            raise DiscoveryError(f"{layer.name}: a bidirectional layer that feeds another is not a forward dynamical "
                              "system")
-        params.append(layer.spec.params(model.get_submodule(layer.module), dtype))
+        params.append(layer.spec.params(model.get_submodule(layer.module), dtype, layer=layer.index or 0))
     return params
 
 

@@ -34,11 +34,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from sparsernn.dynamics.jacobians import initial_states, stack_params, stack_step, stack_times, state_sizes
+from sparsernn.models.cells import CellParams
+from sparsernn.models.discovery import chain_check, trace_stack
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def _cholesky_qr2(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def lyapunov_spectrum(
     model: nn.Module,
-    sequences: torch.Tensor,
+    sequences: Any,
     k: int | None = None,
     state: str = "hc",
     warmup: int = 0,
@@ -128,13 +131,22 @@ def lyapunov_spectrum(
 ) -> Spectrum:
     """The first ``k`` Lyapunov exponents (default: all) of ``model``'s recurrent stack.
 
-    ``sequences (K, T)`` are token ids (embedded by ``model.embedding``) or ``(K, T, I)`` inputs.
+    For the toolkit's models, ``sequences (K, T)`` are token ids (embedded by ``model.embedding``) or
+    ``(K, T, I)`` inputs. Any other module is a user's: ``sequences`` is what ``model(sequences)``
+    takes, its stack is discovered (``models.discovery``) and driven by what reaches its first layer
+    (a 2-layer ``nn.LSTM`` is two layers, as the same weights split into two 1-layer modules).
     ``basis``: ``"layers"`` (one basis per layer) or ``"stack"`` (one for the whole state); see the
     module docstring. ``warmup`` steps advance the state and basis but are not counted; QR every
     ``qr_every`` steps (log|diag R| of a product of ``s`` Jacobians is still the sum of their growth
     rates; exact for the leading exponents, not for a tail that contracts below float precision
     within ``s`` steps).
     """
+    _check_options(state, basis, qr_every, orthonormalization)
+    layers, inputs = _driven_stack(model, sequences, dtype)
+    return stack_spectrum(layers, inputs, k, state, warmup, qr_every, log_base, orthonormalization, basis)
+
+
+def _check_options(state: str, basis: str, qr_every: int, orthonormalization: str) -> None:
     if state not in ("hc", "h"):
         raise ValueError(f"state must be 'hc' or 'h', got {state!r}")
     if basis not in ("layers", "stack"):
@@ -143,12 +155,29 @@ def lyapunov_spectrum(
         raise ValueError("qr_every must be >= 1")
     if orthonormalization not in ("householder", "cholesky"):
         raise ValueError(f"orthonormalization must be 'householder' or 'cholesky', got {orthonormalization!r}")
-    layers = stack_params(model, dtype)
-    device = layers[0].w_hh.device
-    if sequences.dtype in (torch.int64, torch.int32):
-        inputs = model.embedding(sequences.to(device)).to(dtype)
-    else:
-        inputs = sequences.to(device=device, dtype=dtype)
+
+
+def _driven_stack(model: nn.Module, sequences: Any, dtype: torch.dtype) -> tuple[list[CellParams], torch.Tensor]:
+    """The stack's weights and its ``(K, T, I)`` input: the toolkit's model states its stack and embeds
+    token ids itself; a user's module is discovered, its first layer's input captured by a hook."""
+    if hasattr(model, "recurrent_stack"):
+        layers = stack_params(model, dtype)
+        device = layers[0].w_hh.device
+        if sequences.dtype in (torch.int64, torch.int32):
+            return layers, model.embedding(sequences.to(device)).to(dtype)
+        return layers, sequences.to(device=device, dtype=dtype)
+    stack, first_input = trace_stack(model, sequences)
+    chain_check(stack)
+    layers = stack_params(model, dtype, stack)
+    return layers, first_input.to(device=layers[0].w_hh.device, dtype=dtype)
+
+
+def stack_spectrum(layers: list[CellParams], inputs: torch.Tensor, k: int | None = None, state: str = "hc",
+                   warmup: int = 0, qr_every: int = 1, log_base: float = math.e,
+                   orthonormalization: str = "householder", basis: str = "layers") -> Spectrum:
+    """The QR loop over a stack's weights driven by ``inputs (K, T, I)`` from zero state (options as
+    ``lyapunov_spectrum``); pure: weights and inputs in, a Spectrum out."""
+    dtype, device = inputs.dtype, inputs.device
     K, T = inputs.shape[:2]
     if warmup >= T:
         raise ValueError(f"warmup ({warmup}) must be shorter than the sequences ({T} steps)")
@@ -158,17 +187,11 @@ def lyapunov_spectrum(
     if not 1 <= k <= n:
         raise ValueError(f"k must be in 1..{n}, got {k}")
     states = initial_states(layers, K, inputs)
-    if basis == "layers":
-        widths = [min(k, size) for size in sizes]  # k columns per layer; the top k of their union is returned
-        shapes = list(zip(sizes, widths))
-    else:
-        shapes = [(n, k)]
+    shapes = [(size, min(k, size)) for size in sizes] if basis == "layers" else [(n, k)]
     bases = [torch.eye(rows, cols, dtype=dtype, device=device).expand(K, rows, cols).contiguous()
              for rows, cols in shapes]
     total = torch.zeros(K, sum(cols for _, cols in shapes), dtype=dtype, device=device)
-    counted = 0
-    pending = 0  # steps since the last QR
-    fallbacks = 0
+    counted = pending = fallbacks = 0  # pending: steps since the last QR
     for t in range(T):
         states, jacobians = stack_step(layers, states, inputs[:, t], state)
         if basis == "layers":
@@ -199,4 +222,4 @@ def validation_sequences(tokens: torch.Tensor, samples: int, steps: int) -> torc
     return torch.stack([tokens[i * stride:i * stride + steps] for i in range(samples)])
 
 
-__all__ = ["Spectrum", "lyapunov_spectrum", "validation_sequences"]
+__all__ = ["Spectrum", "lyapunov_spectrum", "stack_spectrum", "validation_sequences"]

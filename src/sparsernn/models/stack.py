@@ -20,6 +20,11 @@ class RecurrentLayer:
 
     ``receivers`` name the modules whose input is this layer's output (the next layer, the decoder).
     A model resized (compaction) rebuilds each layer with its cell type's ``module`` factory.
+
+    ``index`` is set when ``module`` is a multi-layer PyTorch RNN (``nn.LSTM(num_layers=2)``): the layer
+    is that module's layer ``index`` (parameters ``*_l{index}``), so each layer of a deep module is
+    described on its own rather than the module read as one layer; ``None``: the module is the layer.
+    ``batch_first`` says how the module lays out its input (discovery reads it; the spectrum needs it).
     """
 
     module: str
@@ -30,6 +35,13 @@ class RecurrentLayer:
     receivers: tuple[str, ...] = ()
     depth: int = 1  # micro-layers per time step (a recurrent highway network's recurrence depth)
     computed: int | None = None  # multiply-adds per token when the module does less than its shape says
+    index: int | None = None
+    batch_first: bool = False
+
+    @property
+    def name(self) -> str:
+        """How receivers and errors name this layer: ``rnn[1]`` for layer 1 of module ``rnn``."""
+        return self.module if self.index is None else f"{self.module}[{self.index}]"
 
     @property
     def spec(self) -> Cell:

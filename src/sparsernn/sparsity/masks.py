@@ -112,8 +112,10 @@ class MaskedSparsifier:
         self.masking: Masking | None = None
         self.optimizer: torch.optim.Optimizer | None = None
 
-    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        self.masking = Masking(model, prunable_parameters(model, self.prunable))
+    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer, names: Iterable[str] | None = None) -> None:
+        """Masks over ``names`` (qualified parameter names: any module's weights, as ``sparsernn.sparsify``
+        picks them), or by default over the ``prunable`` kinds of the toolkit's own model."""
+        self.masking = Masking(model, prunable_parameters(model, self.prunable) if names is None else names)
         self.optimizer = optimizer
         self.init_masks()
         self.masking.apply(optimizer)

@@ -79,6 +79,11 @@ class Cell(ABC):
         ``config`` (the run's ModelConfig; the cell registry imports nothing of ours) carries the cell's
         options (``options``), some per layer (``layer``)."""
 
+    def describes(self, module: nn.Module) -> bool:
+        """Whether ``module``, found in a user's model, runs this cell (discovery of PyTorch's own
+        ``nn.LSTM``/``nn.GRU``/``nn.RNN``); the toolkit-only cells describe no foreign module."""
+        return False
+
     def parameter_roles(self, module: nn.Module) -> dict[str, str]:
         """``{parameter name: "input" | "recurrent" | "bias"}`` of one layer's module."""
         roles = {}
@@ -125,19 +130,21 @@ class Cell(ABC):
         """Size of the dynamical state of one layer (``mode`` "h": an LSTM's c held fixed in the step)."""
         return hidden
 
-    def params(self, module: nn.Module, dtype: torch.dtype | None = None) -> CellParams:
-        """The weights of a one-direction layer for ``step``, cast to ``dtype`` (absent biases are zeros)."""
-        like = module.weight_hh_l0
+    def params(self, module: nn.Module, dtype: torch.dtype | None = None, layer: int = 0) -> CellParams:
+        """The weights of one direction of layer ``layer`` of ``module`` (PyTorch's ``*_l{layer}``) for
+        ``step``, cast to ``dtype`` (absent biases are zeros). The layer is named by the caller: a
+        multi-layer ``nn.LSTM`` is several layers, never read as its first alone."""
+        like = getattr(module, f"weight_hh_l{layer}")
         rows, hidden = like.shape
 
         def get(name: str, *shape: int) -> torch.Tensor:
-            value = getattr(module, name, None)
+            value = getattr(module, f"{name}_l{layer}", None)
             if value is None:
                 return torch.zeros(shape, dtype=dtype or like.dtype, device=like.device)
             return value.detach().to(dtype=dtype or value.dtype)
 
-        return CellParams(self.name, get("weight_ih_l0", rows, module.weight_ih_l0.shape[1]),
-                          get("weight_hh_l0", rows, hidden), get("bias_ih_l0", rows), get("bias_hh_l0", rows))
+        return CellParams(self.name, get("weight_ih", rows, getattr(module, f"weight_ih_l{layer}").shape[1]),
+                          get("weight_hh", rows, hidden), get("bias_ih", rows), get("bias_hh", rows))
 
     @abstractmethod
     def step(self, p: CellParams, h: torch.Tensor, c: torch.Tensor | None, x: torch.Tensor,

@@ -227,8 +227,9 @@ class BlockLSTM(LSTM):
     def input_weights(self, module: nn.Module) -> list[str]:
         raise ValueError("ISS through a block-sparse LSTM layer is not supported (it reads input windows)")
 
-    def params(self, module: nn.Module, dtype: torch.dtype | None = None) -> CellParams:
-        """The equivalent dense LSTM's weights: the closed-form LSTM step and Jacobian apply as they are."""
+    def params(self, module: nn.Module, dtype: torch.dtype | None = None, layer: int = 0) -> CellParams:
+        """The equivalent dense LSTM's weights: the closed-form LSTM step and Jacobian apply as they are
+        (the module is one layer: ``layer`` is 0)."""
         if isinstance(module, MaskedBlockLSTM):
             dense = {"weight_ih_l0": module.lstm.weight_ih_l0 * module.block_ih,
                      "weight_hh_l0": module.lstm.weight_hh_l0 * module.block_hh,

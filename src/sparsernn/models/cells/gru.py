@@ -47,6 +47,9 @@ class GRU(Cell):
     description = "gated recurrent unit (Cho et al. 2014), PyTorch's form: gates r, z, n; state h"
     gates = ("r", "z", "n")
 
+    def describes(self, module: nn.Module) -> bool:
+        return isinstance(module, nn.GRU)
+
     def module(self, input_size: int, hidden_size: int, bidirectional: bool = False, config=None,
                layer: int = 0) -> nn.Module:
         return nn.GRU(input_size, hidden_size, bidirectional=bidirectional)

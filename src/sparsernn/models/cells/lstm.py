@@ -88,6 +88,9 @@ class LSTM(Cell):
     gates = ("i", "f", "g", "o")
     state_tensors = 2
 
+    def describes(self, module: nn.Module) -> bool:
+        return isinstance(module, nn.LSTM)
+
     def module(self, input_size: int, hidden_size: int, bidirectional: bool = False, config=None,
                layer: int = 0) -> nn.Module:
         return nn.LSTM(input_size, hidden_size, bidirectional=bidirectional)

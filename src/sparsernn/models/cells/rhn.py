@@ -290,7 +290,8 @@ class RHN(Cell):
         return {name: ("input" if name == "weight_ih" else "recurrent" if name.startswith("weight_hh") else "bias")
                 for name, _ in module.named_parameters()}
 
-    def params(self, module: nn.Module, dtype: torch.dtype | None = None) -> RHNParams:
+    def params(self, module: nn.Module, dtype: torch.dtype | None = None, layer: int = 0) -> RHNParams:
+        """The micro-layers' weights of a one-layer RHN module (``layer`` is 0)."""
         def cast(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(dtype=dtype or t.dtype)
 

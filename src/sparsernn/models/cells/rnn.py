@@ -40,6 +40,9 @@ class ElmanRNN(Cell):
         self.description = description
         self.activation = activation
 
+    def describes(self, module: nn.Module) -> bool:
+        return isinstance(module, nn.RNN) and module.nonlinearity == self.nonlinearity
+
     def module(self, input_size: int, hidden_size: int, bidirectional: bool = False, config=None,
                layer: int = 0) -> nn.Module:
         return nn.RNN(input_size, hidden_size, nonlinearity=self.nonlinearity, bidirectional=bidirectional)
