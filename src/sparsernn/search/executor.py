@@ -168,10 +168,6 @@ def advance(job: Job) -> Progress:
 
 def _advance(job: Job) -> Progress:
     from sparsernn.config import upgrade_stored_config, validate
-    from sparsernn.dynamics import lyapunov_spectrum
-    from sparsernn.dynamics.jacobians import stack_params, state_sizes
-    from sparsernn.files import atomic_write_text
-    from sparsernn.runs import RunDir
     from sparsernn.train import Trainer
 
     progress = Progress(job.name)
@@ -184,37 +180,8 @@ def _advance(job: Job) -> Progress:
         costs = progress.costs = read_costs(run_dir)  # also a job that fails reports what was trained
         if trainer.epoch <= min(job.to_epoch, trainer.horizon):  # a start with work to do (not a no-op)
             progress.attempts = log_attempt(run_dir, job.to_epoch, trainer.epoch - 1)
-
-        def measure(epoch: int) -> None:
-            if job.ls is None:
-                return
-            started = time.perf_counter()
-            sequences = trainer.task.lyapunov_inputs(job.ls.samples, job.ls.steps)
-            for state in job.ls.states:
-                if epoch in spectra.get(state, {}):
-                    continue
-                # k exponents, or all of them when the state has fewer than k (a small tagger's has 10)
-                size = sum(state_sizes(stack_params(trainer.model), state))
-                k = job.ls.k if job.ls.k is not None and job.ls.k <= size else None
-                with trainer.evaluation_weights():
-                    spectrum = lyapunov_spectrum(trainer.model, sequences, k=k, state=state, basis=job.ls.basis,
-                                                 qr_every=job.ls.qr_every if k is not None else 1)
-                # stored spectra keep -inf (a direction that collapses to zero) as null; NaN or +inf
-                # would read the same, so a spectrum that blew up fails the candidate instead
-                if bool((spectrum.exponents.isnan() | spectrum.exponents.isposinf()).any()):
-                    raise Failure(f"its Lyapunov spectrum ({state} state) at epoch {epoch} has NaN or +inf "
-                                  "exponents: its dynamics blew up")
-                spectra.setdefault(state, {})[epoch] = spectrum.to_dict()["exponents"]
-            RunDir(run_dir).create()
-            atomic_write_text(run_dir / SPECTRA, json.dumps({s: {str(e): v for e, v in by.items()}
-                                                             for s, by in spectra.items()}))
-            seconds = time.perf_counter() - started
-            progress.ls_seconds += seconds
-            costs["ls"][epoch] = costs["ls"].get(epoch, 0.0) + seconds
-            costs["ls_by"].setdefault(epoch, job.owner)
-            _write_costs(run_dir, costs)
-
-        measure(trainer.epoch - 1)  # the model as it stands: the initial one, or the last finished epoch
+        # the model as it stands: the initial one, or the last finished epoch
+        _measure(job, trainer, trainer.epoch - 1, spectra, costs, progress)
         while trainer.epoch <= min(job.to_epoch, trainer.horizon):
             started = time.perf_counter()
             trainer.fit(until_epoch=trainer.epoch)
@@ -224,7 +191,7 @@ def _advance(job: Job) -> Progress:
             costs["train"][trainer.epoch - 1] = seconds  # an epoch trained again (after a kill) costs once
             costs["train_by"][trainer.epoch - 1] = job.owner
             _write_costs(run_dir, costs)
-            measure(trainer.epoch - 1)
+            _measure(job, trainer, trainer.epoch - 1, spectra, costs, progress)
         progress.epoch = trainer.epoch - 1
         progress.spectra = spectra
         progress.val_loss = {r["epoch"]: r["val_loss"] for r in trainer.history}
@@ -235,6 +202,45 @@ def _advance(job: Job) -> Progress:
     except Exception as exc:  # a crash of one candidate must not end the search; its reason is kept
         progress.failed = f"crashed: {type(exc).__name__}: {exc} ({traceback.format_exc(limit=-1).strip().splitlines()[-2].strip()})"
     return progress
+
+
+def _measure(job: Job, trainer, epoch: int, spectra: dict[str, dict[int, Any]], costs: dict[str, dict[int, Any]],
+             progress: Progress) -> None:
+    """The spectra ``job.ls`` asks for of the model at ``epoch`` (those not measured yet), stored in the
+    run directory with what they cost (nothing without ``job.ls``)."""
+    if job.ls is None:
+        return
+    from sparsernn.dynamics import lyapunov_spectrum
+    from sparsernn.dynamics.jacobians import stack_params, state_sizes
+    from sparsernn.files import atomic_write_text
+    from sparsernn.runs import RunDir
+
+    run_dir = Path(job.run_dir)
+    started = time.perf_counter()
+    sequences = trainer.task.lyapunov_inputs(job.ls.samples, job.ls.steps)
+    for state in job.ls.states:
+        if epoch in spectra.get(state, {}):
+            continue
+        # k exponents, or all of them when the state has fewer than k (a small tagger's has 10)
+        size = sum(state_sizes(stack_params(trainer.model), state))
+        k = job.ls.k if job.ls.k is not None and job.ls.k <= size else None
+        with trainer.evaluation_weights():
+            spectrum = lyapunov_spectrum(trainer.model, sequences, k=k, state=state, basis=job.ls.basis,
+                                         qr_every=job.ls.qr_every if k is not None else 1)
+        # stored spectra keep -inf (a direction that collapses to zero) as null; NaN or +inf
+        # would read the same, so a spectrum that blew up fails the candidate instead
+        if bool((spectrum.exponents.isnan() | spectrum.exponents.isposinf()).any()):
+            raise Failure(f"its Lyapunov spectrum ({state} state) at epoch {epoch} has NaN or +inf "
+                          "exponents: its dynamics blew up")
+        spectra.setdefault(state, {})[epoch] = spectrum.to_dict()["exponents"]
+    RunDir(run_dir).create()
+    atomic_write_text(run_dir / SPECTRA, json.dumps({s: {str(e): v for e, v in by.items()}
+                                                     for s, by in spectra.items()}))
+    seconds = time.perf_counter() - started
+    progress.ls_seconds += seconds
+    costs["ls"][epoch] = costs["ls"].get(epoch, 0.0) + seconds
+    costs["ls_by"].setdefault(epoch, job.owner)
+    _write_costs(run_dir, costs)
 
 
 def _advance_in_worker(job: Job, threads: int = 1) -> Progress:
