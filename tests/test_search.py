@@ -31,7 +31,8 @@ from figures import record_figures
 
 SPACE = {"density": 0.4, "choices": {"method": ["set", "rigl", "selfish", "static"], "init": ["uniform", "er"]},
          "ranges": {"death_rate": {"low": 0.4, "high": 0.9}}}
-FAST = {"k": 8, "samples": 3, "steps": 20, "seed": 5}
+# e0 = 1 and the paper's LS rule: these tests' candidates differ from epoch 1 (two inits over every weight)
+FAST = {"k": 8, "samples": 3, "steps": 20, "seed": 5, "e0": 1, "rank_by": "ls"}
 
 
 def base_config(corpus_dir, epochs: int = 4):

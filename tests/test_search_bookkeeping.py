@@ -99,7 +99,8 @@ def no_test_split(monkeypatch, synthetic_dir):
 
 def search(tmp_path, corpus_dir, name="s", executor=None, reporter=None, epochs=8, **settings) -> Search:
     return Search(tmp_path / name, SearchSpace.model_validate(SPACE), base_config(corpus_dir, epochs),
-                  SearchSettings(**{"seed": 3, "keep_best": False, "dense_to_end": False, **settings}), reference_dir=tmp_path / "references",
+                  SearchSettings(**{"seed": 3, "keep_best": False, "dense_to_end": False, "e0": 1, "rank_by": "ls",
+                                     **settings}), reference_dir=tmp_path / "references",
                   executor=executor or FakeExecutor(), reporter=reporter)
 
 

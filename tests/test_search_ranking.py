@@ -121,3 +121,21 @@ def test_the_leaderboard_keeps_every_configuration_whole_in_a_narrow_non_termina
     for row in rows:
         expected = describe_params(row["params"])
         assert "".join(cells[row["name"]].split()) == "".join(expected.split())
+
+
+def test_a_ranking_of_candidates_that_are_still_one_model_waits_an_epoch(synthetic_dir, tmp_path):
+    """One init, one seed: before the first mask update every candidate is the same model, so a ranking
+    at epoch 1 could only break a tie by name; the search ranks first at epoch 2 instead."""
+    space = {"density": 0.4, "choices": {"method": ["set", "rigl", "selfish", "snfs"]},
+             "ranges": {"death_rate": {"low": 0.4, "high": 0.9}}, "fixed": {"init": "uniform"}}
+    search, report = run_search(tmp_path, synthetic_dir, space=space, n=4, survivors=2, sampler="random", e0=1)
+    trials = search.candidates()
+    losses_at_1 = {t.user_attrs["val_losses"].get("1") for t in trials.values()}
+    assert losses_at_1 == {None}  # nobody was ranked at epoch 1
+    first = [t for t in trials.values() if t.user_attrs.get("scores")]
+    first_epochs = [min(map(int, t.user_attrs["scores"])) for t in first]
+    assert first_epochs.count(2) == 4 and min(first_epochs) == 2  # the initial 4 at epoch 2, insertions later
+    at_2 = [t.user_attrs["val_losses"]["2"] for t in first if "2" in t.user_attrs["val_losses"]]
+    assert len(set(at_2)) == len(at_2) == 4  # they differ by then
+    assert all(t.user_attrs["eliminated"]["epoch"] >= 2 for t in trials.values() if "eliminated" in t.user_attrs)
+    assert report["phase"] == "done"

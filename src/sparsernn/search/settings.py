@@ -38,11 +38,14 @@ class SearchSettings(BaseModel):
 
     sampler: str = Field("tpe", description="proposes candidates")
     n: int = Field(8, ge=2, description="initial candidates (grid: the whole grid)")
-    e0: int = Field(1, ge=1, description="epochs before the first ranking")
+    e0: int = Field(2, ge=1, description="epochs before the first ranking (2: candidates that differ only in how "
+                    "their masks change are one model until the first mask update, at the end of epoch 1)")
     ei: int = Field(1, ge=1, description="epochs between rankings")
     survivors: int = Field(2, ge=1, description="candidates trained to the end")
-    rank_by: str = Field("ls", description="the ranking rule of each round (sparsernn.search.ranking): ls (LS "
-                         "distance to the dense reference), loss, pareto, rank_sum, ls_band")
+    rank_by: str = Field("ls_band", description="the ranking rule of each round (sparsernn.search.ranking): "
+                         "ls_band (the default, the lowest mean regret in benchmarks/lsh_ranking.py: LS distance "
+                         "among the candidates within validation's noise band), ls (the paper's: LS distance to "
+                         "the dense reference), loss, pareto, rank_sum")
     strategy: str = Field("lsh", description="; ".join(f"{s.name}: {s.description}" for s in STRATEGIES))
     distance: Literal["pca2", "raw"] = Field("pca2", description="LS distance: 2-D PCA space, or raw spectra")
     k: int | None = Field(64, ge=1, description="exponents per spectrum (None: all)")

@@ -45,6 +45,8 @@ class Rounds(Strategy):
         self.reporter.message(f"round {round_}: {len(alive)} candidates to epoch {epoch}")
         results = train(self, alive, epoch, f"round {round_}", state, reference=self.ranking.needs_spectra)
         alive = state["alive"]
+        if self.still_one_model(results, alive, epoch, state):
+            return
         scores = self.scores(results, alive, epoch, round_, state)
         rows = candidate_rows(store)
         self.reporter.message(leaderboard(rows, settings.sampler, settings.rank_by, store.metric.name, scores))
@@ -67,6 +69,21 @@ class Rounds(Strategy):
                               + (f"; inserted {', '.join(inserted)}" if inserted else ""))
         state.update(alive=kept + inserted, round=round_ + 1, epoch=epoch + settings.ei)
         store.save_state(state)
+
+    def still_one_model(self, results: dict[str, Progress], alive: list[str], epoch: int,
+                        state: dict[str, Any]) -> bool:
+        """Candidates whose validation losses are all identical are still one model (one seed, one initial
+        mask, before any mask update has acted): a ranking would be a tie broken by name, so it waits
+        ``ei`` epochs, unless this is the schedule's last chance to rank."""
+        losses = {results[name].val_loss[epoch] for name in alive}
+        if len(alive) < 2 or len(losses) > 1 or epoch + 2 * self.settings.ei >= self.store.base.train.epochs:
+            return False
+        self.reporter.message(f"round {state['round']}: the {len(alive)} candidates are still one model at epoch "
+                              f"{epoch} (identical validation loss); the ranking waits until epoch "
+                              f"{epoch + self.settings.ei}")
+        state["epoch"] = epoch + self.settings.ei
+        self.store.save_state(state)
+        return True
 
     def scores(self, results: dict[str, Progress], names: list[str], epoch: int, round_: int,
                state: dict[str, Any]) -> dict[str, float]:
