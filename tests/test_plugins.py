@@ -105,7 +105,7 @@ def test_a_strategy_and_a_sampler_defined_outside_run_a_search(plugins, syntheti
     # the two kept are the two lowest validation losses after e0 = 1, and they trained to the end
     assert all(rows[n]["epoch"] == 3 for n, r in rows.items() if r["status"] in ("winner", "survivor"))
     assert all(rows[n]["epoch"] == 1 for n, r in rows.items() if r["status"] == "eliminated")
-    at_e0 = {n: r["val_ppl"]["1"] for n, r in rows.items()}
+    at_e0 = {n: r["val_ppl"][1] for n, r in rows.items()}
     kept = [n for n, r in rows.items() if r["status"] != "eliminated"]
     assert max(at_e0[n] for n in kept) <= min(at_e0[n] for n in rows if n not in kept)
     # the sampler is accepted by name and proposes through the same call as the built-in ones
