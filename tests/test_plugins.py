@@ -115,3 +115,72 @@ def test_a_strategy_and_a_sampler_defined_outside_run_a_search(plugins, syntheti
     assert SearchSettings(sampler="corner").sampler == "corner"
     with pytest.raises(ValueError, match="'best_half'"):  # an unknown strategy's error lists the plug-in too
         SearchSettings(strategy="nope")
+
+
+# --- a cell: an Elman RNN with softsign, h' = s(W_ih x + b_ih + W_hh h + b_hh), s(a) = a / (1 + |a|) ---
+class SoftsignRNN(torch.nn.Module):
+    """One layer over a sequence, PyTorch's fused-RNN parameter names and call: (T, B, I), h -> (T, B, H), h."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        scale = hidden_size ** -0.5
+        for name, shape in (("weight_ih_l0", (hidden_size, input_size)), ("weight_hh_l0", (hidden_size, hidden_size)),
+                            ("bias_ih_l0", (hidden_size,)), ("bias_hh_l0", (hidden_size,))):
+            self.register_parameter(name, torch.nn.Parameter(torch.empty(shape).uniform_(-scale, scale)))
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, state = [], h[0]
+        for x_t in x:
+            pre = x_t @ self.weight_ih_l0.T + self.bias_ih_l0 + state @ self.weight_hh_l0.T + self.bias_hh_l0
+            state = torch.nn.functional.softsign(pre)
+            out.append(state)
+        return torch.stack(out), state.unsqueeze(0)
+
+
+def _softsign(pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.nn.functional.softsign(pre), 1 / (1 + pre.abs()) ** 2
+
+
+@pytest.fixture
+def softsign_cell(monkeypatch):
+    from sparsernn.models.cells import CELLS
+    from sparsernn.models.cells.rnn import ElmanRNN
+
+    class Softsign(ElmanRNN):  # the closed-form step and Jacobian of an Elman cell, with its own activation
+        def module(self, input_size, hidden_size, bidirectional=False, config=None, layer=0):
+            return SoftsignRNN(input_size, hidden_size)
+
+        def describes(self, module):
+            return isinstance(module, SoftsignRNN)
+
+    cell = Softsign("softsign", "Elman RNN with softsign (a test's plug-in)", _softsign)
+    monkeypatch.setitem(CELLS._entries, cell.name, cell)
+    return cell
+
+
+def test_a_cell_defined_outside_trains_is_listed_and_its_jacobian_is_exact(softsign_cell, synthetic_dir, tmp_path):
+    result = cli_in_process("train", "--preset", "tiny", "--data-dir", synthetic_dir, "--cell", "rnn_softsign",
+                            "--hidden", "8,6", "--epochs", "1", "--epoch-tokens", "2000", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert "rnn_softsign" in cli_in_process("cells").stdout
+    from sparsernn.dynamics.jacobians import stack_jacobian, stack_params
+    from sparsernn.runs import load_model
+
+    model, config, _, _ = load_model(tmp_path / "run")
+    assert config.model.cell == "rnn_softsign" and isinstance(model.layers[0], SoftsignRNN)
+    model = model.double()
+    layers = stack_params(model, torch.float64)
+    torch.manual_seed(0)
+    x, hs = torch.randn(1, layers[0].w_ih.shape[1], dtype=torch.float64), [torch.randn(1, 8), torch.randn(1, 6)]
+    hs = [h.double() for h in hs]
+    _, jacobian = stack_jacobian(layers, [(h, None) for h in hs], x, "hc")
+
+    def step(flat: torch.Tensor) -> torch.Tensor:  # the modules themselves, one step, as the ground truth
+        h1, h2 = flat[:8], flat[8:]
+        y1, n1 = model.layers[0](x.view(1, 1, -1), h1.view(1, 1, 8))
+        _, n2 = model.layers[1](y1, h2.view(1, 1, 6))
+        return torch.cat([n1.view(-1), n2.view(-1)])
+
+    expected = torch.autograd.functional.jacobian(step, torch.cat([hs[0][0], hs[1][0]]))
+    torch.testing.assert_close(jacobian[0], expected, rtol=0, atol=1e-9)
