@@ -102,3 +102,13 @@ def cli_in_process(*args: str) -> CliResult:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(autouse=True)
+def one_search_worker(monkeypatch):
+    """Searches in the tests train their candidates in this process (``--workers auto`` would start one
+    process per core): monkeypatched code reaches them, and timings stay the suite's. The tests of
+    worker processes ask for them by number."""
+    import sparsernn.search.settings
+
+    monkeypatch.setattr(sparsernn.search.settings, "available_cores", lambda: 1)

@@ -186,7 +186,7 @@ def test_a_search_on_postgresql_survives_its_driver_and_refuses_a_second(postgre
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     proc = subprocess.Popen([sys.executable, "-c", "import torch; torch.set_num_threads(1); from sparsernn.cli import "
-                             "main; main()", *args, "--out", str(killed), "--storage", postgres_url], env=env,
+                             "main; main()", *args, "--workers", "1", "--out", str(killed), "--storage", postgres_url], env=env,
                             stdout=subprocess.DEVNULL, stderr=(tmp_path / "driver.log").open("w"))
     try:
         deadline = time.time() + 240

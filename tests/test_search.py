@@ -227,7 +227,7 @@ def test_a_search_killed_mid_round_resumes_to_the_same_choices(synthetic_dir, tm
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-c", "import torch; torch.set_num_threads(1); from sparsernn.cli import "
-                             "main; main()", *args, "--out", str(killed)], env=env,
+                             "main; main()", *args, "--workers", "1", "--out", str(killed)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (killed / "candidates" / "r1-00" / LAST).exists() and proc.poll() is None and time.time() < deadline:

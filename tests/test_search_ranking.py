@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from sparsernn.search import SearchSettings
 from sparsernn.search.ranking import RULES, Evidence, RankingRule
 
 from test_search import run_search
@@ -139,3 +140,15 @@ def test_a_ranking_of_candidates_that_are_still_one_model_waits_an_epoch(synthet
     assert len(set(at_2)) == len(at_2) == 4  # they differ by then
     assert all(t.user_attrs["eliminated"]["epoch"] >= 2 for t in trials.values() if "eliminated" in t.user_attrs)
     assert report["phase"] == "done"
+
+
+def test_auto_workers_are_one_per_core_on_a_cpu_and_one_on_a_gpu():
+    from sparsernn.search.settings import local_workers
+
+    assert SearchSettings().workers == "auto"
+    assert local_workers("auto", "cpu", n=8, cores=2) == 2
+    assert local_workers("auto", "cpu", n=3, cores=16) == 3  # no more processes than initial candidates
+    assert local_workers("auto", "cuda", n=8, cores=16) == 1
+    assert local_workers(5, "cuda", n=8, cores=2) == 5  # a number is taken as given
+    with pytest.raises(ValueError):
+        SearchSettings(workers=0)

@@ -45,7 +45,7 @@ from sparsernn.search.lease import Lease
 from sparsernn.search.ledger import Ledger, new_budget
 from sparsernn.search.ranking import RULES
 from sparsernn.search.report import best_seen, candidate_rows, leaderboard, search_report, write_report
-from sparsernn.search.settings import SearchSettings, check_start
+from sparsernn.search.settings import SearchSettings, check_start, local_workers
 from sparsernn.search.space import SearchSpace
 from sparsernn.search.storage import DB
 from sparsernn.search.strategies import STRATEGIES, Strategy, final
@@ -83,7 +83,8 @@ class Search:
         self.store.bind(self.space, self.base, self.reference_dir)
         self.metric = self.store.metric
         self._owner = self.store.owner
-        self.executor = executor or LocalExecutor(self.settings.workers)
+        self.executor = executor or LocalExecutor(local_workers(self.settings.workers, self.base.train.device,
+                                                                self.settings.n))
         self.reporter = reporter or SilentReporter()
 
     def _load(self) -> None:

@@ -7,7 +7,8 @@ is registered.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import os
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -60,7 +61,9 @@ class SearchSettings(BaseModel):
                             "seen so far (the winner is then never worse than a model the search saw); false: the "
                             "ranking rule alone decides, as in the paper")
     seed: int = Field(0, description="seed of the samplers")
-    workers: int = Field(1, ge=1, description="candidates trained at once (processes)")
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="candidates trained at once (processes, one torch thread each); auto: one per CPU "
+        "core, at most n, on a CPU device; 1 on a GPU")
 
     @field_validator("sampler", mode="before")
     @classmethod
@@ -107,3 +110,26 @@ def check_start(space: SearchSpace, base: RunConfig, settings: SearchSettings) -
     if not SAMPLERS[settings.sampler].enumerates and not space.distributions():
         raise ConfigError(f"search space: nothing to sample for --sampler {settings.sampler} (every value is fixed); "
                           "give choices: or ranges:, or use --sampler grid")
+
+
+def local_workers(workers: int | str, device: str, n: int, cores: int | None = None) -> int:
+    """The processes a local search trains candidates in: ``workers`` when it is a number; for ``auto``,
+    one per CPU core (``cores``, default this machine's), at most ``n``, on a CPU device, and one on a
+    GPU (candidates there are too small to share it profitably, and each process holds its own CUDA
+    context)."""
+    if workers != "auto":
+        return int(workers)
+    if device != "cpu" and (device != "auto" or _cuda_available()):
+        return 1
+    return max(1, min(cores if cores is not None else available_cores(), n))
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a container's or ``taskset``'s share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
