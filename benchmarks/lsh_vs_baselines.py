@@ -201,8 +201,14 @@ def report(result: dict) -> None:
               f"{u['epochs']:7d} {reached:>16s} {'-' if to_best is None else f'{to_best:.0f}':>16s} {overhead:>9s}")
     if "candidates" in units.get("full-grid", {}):
         grid_against_full(units)
+    if "dense" in units:  # each search's winner against the dense model and against the best any search found
+        dense = units["dense"]["best_val_ppl"]
+        for name, u in searches.items():
+            print(f"{name}: winner valid {u['best_val_ppl']:.2f}, {100 * (u['best_val_ppl'] / dense - 1):+.1f}% from "
+                  f"dense ({dense:.2f}), {100 * (u['best_val_ppl'] / best - 1):+.2f}% from the best found ({best:.2f})")
     pairs = [("lsh-grid", "full-grid"), ("lsh-tpe", "full-tpe"), ("lsh-tpe", "full-grid"), ("lsh-grid", "hyperband"),
-             ("lsh-tpe", "hyperband"), ("lsh-grid", "loss-grid")]
+             ("lsh-tpe", "hyperband"), ("lsh-grid", "loss-grid"), ("band-tpe", "full-grid"), ("band-tpe", "hyperband"),
+             ("band-tpe", "top-k"), ("keep-lsh-tpe", "full-grid"), ("keep-loss-tpe", "full-grid")]
     for lsh, other in pairs:
         if lsh in searches and other in searches:
             a, b = searches[lsh], searches[other]
