@@ -205,7 +205,7 @@ def test_hyperprune_searches_an_rhn(synthetic_dir, tmp_path):
         "--set", "model.hidden_sizes=[16]", "--set", "model.embedding_size=16", "--set", "model.depth=2",
         "--set", "data.epoch_tokens=600", "--set", "data.batch_size=8", "--set", "data.eval_batch_size=4",
         "--set", "data.bptt=10", "--set", "train.device=cpu", "--n", "4", "--survivors", "1", "--k", "8",
-        "--samples", "2", "--steps", "10", "--out", tmp_path / "search")
+        "--samples", "2", "--steps", "10", "--e0", "1", "--out", tmp_path / "search")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "search" / "report.json").read_text())
     assert report["winner"] and report["winner_config"]["model"]["cell"] == "rhn"

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sparsernn.errors import ConfigError
 from sparsernn.files import load_yaml
+from sparsernn.validation import read_yaml_file, validation_line
 
 
 class _Section(BaseModel):
@@ -280,14 +281,11 @@ def preset_description(name: str) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    def not_found() -> str:
         hint = f" (a preset of that name exists: --preset {path.name})" if path.name in list_presets() else ""
-        raise ConfigError(f"{path}: config file not found{hint}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
-    data = load_yaml(text, path)
+        return f"config file not found{hint}"
+
+    data = read_yaml_file(path, not_found=not_found, unreadable="cannot read config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -327,12 +325,7 @@ def validate(data: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        given = err.get("input")
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        shown = "" if isinstance(given, dict) or repr(given) in msg else f" (got {given!r})"
-        raise ConfigError(f"{source}: {field + ': ' if field else ''}{msg}{shown}") from None
+        raise ConfigError(f"{source}: {validation_line(exc)}") from None
 
 
 def check_field(dotted: str, value: Any, source: str) -> None:
@@ -391,6 +384,18 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     check_field(key, value, f"--set {text}")  # checked now: a later option may replace it
     return key, value
+
+
+def density_override(overrides: dict[str, Any], sparsity: float | None) -> dict[str, Any]:
+    """``overrides`` with ``sparsity.density`` set from a sparsity (the fraction pruned, ``1 - density``)
+    when one is given; a density and a sparsity together, or a sparsity outside [0, 1), is refused."""
+    if sparsity is None:
+        return overrides
+    if "sparsity.density" in overrides:
+        raise ConfigError("give --density or --sparsity, not both")
+    if not 0.0 <= sparsity < 1.0:
+        raise ConfigError(f"--sparsity: expected a fraction in [0, 1), got {sparsity}")
+    return {**overrides, "sparsity.density": round(1.0 - sparsity, 12)}
 
 
 def upgrade_stored_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -121,3 +121,21 @@ def plot_zero_lines(lines: dict[str, dict[str, int]], path: str | Path) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, plt, path)
+
+
+def plot_structure(model, out_dir: str | Path, records: list[dict]) -> tuple[list[Path], dict[str, dict[str, int]]]:
+    """The structure plots of a model trained with ISS or L1, in ``out_dir``: the zero pattern of each
+    recurrent matrix, the component norms (over the epochs too, from the metrics ``records`` that hold
+    them) and the all-zero rows and columns. Returns the files written and those rows and columns."""
+    from sparsernn.sparsity.iss import group_sq_norms, zero_lines
+
+    out_dir = Path(out_dir)
+    written = [plot_zero_pattern(model, out_dir / "zero_pattern.png")]
+    norms = {f"layer {n + 1}": sq.clamp_min(0).sqrt() for n, sq in enumerate(group_sq_norms(model))}
+    written.append(plot_group_norms(norms, out_dir / "group_norms.png"))
+    if records:
+        written.append(plot_norm_curves([r["epoch"] for r in records], [r["iss_norms"] for r in records],
+                                        out_dir / "group_norms_over_epochs.png"))
+    lines = zero_lines(model)
+    written.append(plot_zero_lines(lines, out_dir / "zero_rows_columns.png"))
+    return written, lines

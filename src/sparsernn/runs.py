@@ -20,6 +20,7 @@ description (a language model's vocabulary).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,8 @@ import yaml
 from torch import nn
 
 from sparsernn import checkpoint
-from sparsernn.config import RunConfig, upgrade_stored_config, validate
-from sparsernn.errors import CheckpointError, ConfigError
+from sparsernn.config import RunConfig, resolve_config, upgrade_stored_config, validate
+from sparsernn.errors import CheckpointError, ConfigError, SparsernnError
 from sparsernn.files import atomic_write_text, ensure_directory
 from sparsernn.sparsity.masks import strip_masks
 from sparsernn.tasks import TASKS
@@ -43,6 +44,9 @@ RESULTS = "results.json"
 SPARSITY = "sparsity.json"
 CHANGES = "changes.jsonl"
 FAILED = "failed.json"
+
+# the preset a run starts from when neither a preset nor a config file is named
+DEFAULT_PRESET = "ptb-small"
 
 # Settings a resumed run may change: where it runs and how it reports, never what it computes.
 SAFE_ON_RESUME = ("data.dir", "train.device", "train.log_interval", "train.checkpoint_every")
@@ -216,3 +220,31 @@ def resume_config(run: RunDir, overrides: dict[str, Any] | None = None) -> Resum
                           f"was {before[name]!r}, asked {after[name]!r}); on resume only "
                           f"{', '.join(SAFE_ON_RESUME)} may change")
     return Resumption(config, changed)
+
+
+def default_run_path(name: str) -> Path:
+    """Where a run (or a search) named ``name`` goes when no directory is given: ``runs/NAME-TIME``."""
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def new_run(preset: str | None, config_file: str | Path | None, overrides: dict[str, Any],
+            out_dir: str | Path | None = None) -> tuple[RunDir, RunConfig]:
+    """A new run's directory and config: the preset (``DEFAULT_PRESET`` when neither a preset nor a config
+    file is named), the config file and the overrides; the directory is ``out_dir`` or one named after
+    the preset or config file. A directory that holds a run already is refused: it is continued, not
+    started again."""
+    config = resolve_config(preset or (None if config_file else DEFAULT_PRESET), config_file, overrides)
+    name = preset or (Path(config_file).stem if config_file else DEFAULT_PRESET)
+    run = RunDir(out_dir or default_run_path(name))
+    if run.has_run:
+        raise SparsernnError(f"{run}: holds a run already; continue it with --resume {run} or pick another --out")
+    return run, config
+
+
+def resumed_run(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[RunDir, RunConfig]:
+    """The run in ``path`` to continue and its config with ``overrides`` (see ``resume_config``); a
+    directory without a resume checkpoint is refused."""
+    run = RunDir(path)
+    if not run.has_run:
+        raise SparsernnError(f"{path}: no run to resume (no last.safetensors)")
+    return run, resume_config(run, overrides).config

@@ -11,7 +11,7 @@ from sparsernn.data.lm import (
     load_corpus,
     num_windows,
 )
-from sparsernn.data.locate import DATA_ENV, find_corpus, resolve_lm_dir
+from sparsernn.data.locate import DATA_ENV, find_corpus, resolve_lm_dir, verify_ptb
 from sparsernn.data.synthetic import generate_corpus
 
 __all__ = [
@@ -31,4 +31,5 @@ __all__ = [
     "num_windows",
     "resolve_lm_dir",
     "verify_files",
+    "verify_ptb",
 ]

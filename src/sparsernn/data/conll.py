@@ -104,6 +104,18 @@ class TaggedCorpus:
         return torch.tensor([word_id(t, ids) for t in tokens], dtype=torch.long)
 
 
+def read_sentences(path: str | Path) -> list[list[str]]:
+    """A text file of sentences to tag, one a line, tokens separated by spaces (blank lines skipped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"{path}: no sentences (one a line expected)")
+    return lines
+
+
 def split_file(directory: Path, split: str) -> Path:
     for name in SPLIT_FILES[split]:
         if (directory / name).is_file():

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sparsernn.data.lm import SPLIT_FILENAMES
+from sparsernn.data.download import verify_files
+from sparsernn.data.lm import SPLIT_FILENAMES, Corpus, load_corpus
 from sparsernn.data.synthetic import generate_corpus
+from sparsernn.errors import DataError
 
 DATA_ENV = "SPARSERNN_DATA"
 # Data roots searched, in order, after $SPARSERNN_DATA; each holds one folder per corpus (ptb/, wsj-pos/).
@@ -52,3 +54,13 @@ def resolve_lm_dir(explicit: str | None, name: str = "ptb") -> tuple[Path, str |
         f"Get PTB with `sparsernn data download` or point --data-dir / ${DATA_ENV} at it."
     )
     return synthetic, note
+
+
+def verify_ptb(data_dir: str | Path | None = None) -> tuple[Path, dict[str, str], Corpus]:
+    """The PTB corpus in ``data_dir`` (searched for when not given) checked against its checksums and
+    read: ``(directory, {file: sha256}, corpus)``."""
+    directory = Path(data_dir) if data_dir else find_corpus("ptb")
+    if directory is None:
+        raise DataError("no PTB corpus found; pass --data-dir or run `sparsernn data download`")
+    digests = verify_files(directory)
+    return directory, digests, load_corpus(directory)

@@ -173,6 +173,8 @@ def _plot_ls_space(plt, directory: Path, out: Path) -> list[Path]:
 
 def _plot_series(plt, report: dict[str, Any], out: Path) -> list[Path]:
     """Score and validation metric per epoch, one line per candidate (and the dense reference's metric)."""
+    from matplotlib.ticker import MaxNLocator
+
     from sparsernn.plots import save_figure
 
     rows = report["candidates"]
@@ -196,6 +198,7 @@ def _plot_series(plt, report: dict[str, Any], out: Path) -> list[Path]:
             ax.plot([int(e) for e in epochs], [reference[e] for e in epochs], color="black", lw=2.5, zorder=3,
                     label="dense reference")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.5 on the axis
         ax.set_ylabel(axis)
         if key == "val_ppl":  # perplexities span orders of magnitude early in training
             log_axis(ax)

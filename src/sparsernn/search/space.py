@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sparsernn.config import RunConfig, presets_dir, validate
 from sparsernn.errors import ConfigError
-from sparsernn.files import load_yaml
 from sparsernn.sparsity import METHODS, resolve_method
+from sparsernn.validation import read_yaml_file, validation_line
 
 SPARSITY_FIELDS = set(RunConfig.model_fields["sparsity"].annotation.model_fields)
 
@@ -188,22 +188,13 @@ def load_space(source: str | Path) -> SearchSpace:
         if not path.is_file():
             raise ConfigError(f"unknown search space {source!r}; presets: {', '.join(space_presets())}, "
                               f"or give a YAML file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: search space file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the search space ({exc})") from None
-    data = load_yaml(text, path)
+    data = read_yaml_file(path, not_found="search space file not found", unreadable="cannot read the search space")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping (density, choices, ranges, fixed)")
     try:
         return SearchSpace.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {where + ': ' if where else ''}{' '.join(msg.split())}") from None
+        raise ConfigError(f"{path}: {validation_line(exc, unknown='unknown key', given='never')}") from None
     except ConfigError as exc:
         raise ConfigError(f"{path}: {str(exc).removeprefix(': ')}") from None
 

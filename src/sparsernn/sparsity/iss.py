@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from sparsernn.config import RunConfig, SparsityConfig, validate
+from sparsernn.errors import Failure
 from sparsernn.models.cells import UnitSlice
 from sparsernn.models.lm import count_parameters
 from sparsernn.models.stack import multiply_adds
@@ -181,6 +182,15 @@ def nothing_to_remove(model: nn.Module, threshold: float | None) -> str:
     return (f"no ISS component is all zero, nothing to remove: the smallest component norm is {smallest:.3g} "
             f"(layer {layer + 1}){why}; train with a larger lasso_lambda, or longer, or ask for a size "
             f"(--target-units, --target-multiply-adds)")
+
+
+def compact_removable(model: nn.Module, threshold: float | None = None) -> nn.Module:
+    """``model`` without every ISS component that is all zero (``compact``); a model with none is a
+    ``Failure`` saying why (``nothing_to_remove``, with the run's zeroing ``threshold``)."""
+    removable = removable_units(model)
+    if not any(bool(units.any()) for units in removable):
+        raise Failure(nothing_to_remove(model, threshold))
+    return compact(model, [~units for units in removable])
 
 
 def compacted_config(config: RunConfig, small: nn.Module) -> RunConfig:

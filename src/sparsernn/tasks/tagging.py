@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from sparsernn.config import ModelConfig, RunConfig
-from sparsernn.data.conll import TaggedCorpus, pad_batch
-from sparsernn.errors import CheckpointError, ConfigError
+from sparsernn.data.conll import TaggedCorpus, pad_batch, word_id
+from sparsernn.errors import CheckpointError, ConfigError, SparsernnError
 from sparsernn.models.embedding import word_ranks
 from sparsernn.models.tagger import SequenceTagger
 from sparsernn.tasks.base import TASKS, Metric, Task
@@ -129,3 +129,24 @@ class Tagging(Task):
 
 
 TASKS.register(Tagging)
+
+
+def tag_set(meta: dict[str, Any], path: str | Path) -> list[str]:
+    """The tag set a checkpoint's metadata records; a checkpoint without one is not a tagger's."""
+    if "tags" not in meta:
+        raise SparsernnError(f"{path}: not a tagger checkpoint (it has no tag set); train one with sparsernn tag train")
+    return list(meta["tags"])
+
+
+def tag_sentences(model: nn.Module, vocab: list[str], tags: list[str], sentences: list[list[str]]) -> str:
+    """The sentences tagged by ``model`` as CoNLL text: ``token<TAB>tag`` lines, a blank line between
+    sentences. A word not in ``vocab`` is read as its unknown-word class (``word_id``)."""
+    ids = {w: i for i, w in enumerate(vocab)}
+    model.eval()
+    blocks = []
+    with torch.inference_mode():
+        for tokens in sentences:
+            words = torch.tensor([[word_id(t, ids)] for t in tokens])
+            predicted = model(words).argmax(-1)[:, 0].tolist()
+            blocks.append("".join(f"{t}\t{tags[g]}\n" for t, g in zip(tokens, predicted)))
+    return "\n".join(blocks)
