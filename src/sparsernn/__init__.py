@@ -20,6 +20,8 @@ _EXPORTS = {
     "lyapunov_spectrum": "sparsernn.dynamics.lyapunov",
     "Spectrum": "sparsernn.dynamics.lyapunov",
     "discover": "sparsernn.models.discovery",
+    "hyperprune": "sparsernn.search.user",
+    "HyperpruneResult": "sparsernn.search.user",
     "RecurrentLayer": "sparsernn.models.stack",
     "DiscoveryError": "sparsernn.errors",
     "SparsernnError": "sparsernn.errors",

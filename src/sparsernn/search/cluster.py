@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sparsernn.errors import ConfigError
-from sparsernn.search.executor import Executor, Job, LocalExecutor, Progress, _advance_in_worker
+from sparsernn.search.executor import Executor, Job, LocalExecutor, Progress, _advance_in_worker, run_test_metrics
 
 
 class ExecutorSettings(BaseModel):
@@ -51,6 +51,8 @@ def _advance_task(job: Job, threads: int) -> Progress:
 class RayExecutor:
     """Jobs as Ray tasks on the cluster at ``address`` (None: the one this process is connected to, else
     the one ``ray start`` runs on this machine or ``RAY_ADDRESS`` names, else a new instance here)."""
+
+    test_metrics = staticmethod(run_test_metrics)  # the winner's, from its run directory (a shared path)
 
     def __init__(self, address: str | None = None, cpus: float = 1.0, gpus: float = 0.0, retries: int = 3,
                  **init: Any) -> None:

@@ -50,6 +50,7 @@ from sparsernn.search.space import SearchSpace
 from sparsernn.search.storage import DB
 from sparsernn.search.strategies import STRATEGIES, Strategy, final
 from sparsernn.search.study import CandidateStore, check_search_dir, dense_config
+from sparsernn.tasks.base import Metric
 
 
 class Search:
@@ -58,7 +59,7 @@ class Search:
     def __init__(self, out_dir: str | Path, space: SearchSpace | None = None, base: RunConfig | None = None,
                  settings: SearchSettings | None = None, storage: str | None = None,
                  reference_dir: str | Path | None = None, executor: Executor | None = None,
-                 reporter: Reporter | None = None, lease_seconds: float = 60.0) -> None:
+                 reporter: Reporter | None = None, lease_seconds: float = 60.0, metric: Metric | None = None) -> None:
         self.out = Path(out_dir)
         self.lease_seconds = lease_seconds
         starting = space is not None or base is not None  # else a resume: it only reads until it runs
@@ -79,8 +80,8 @@ class Search:
                                   "start it again with --out")
             if space is None or base is None:
                 raise ConfigError(f"{self.out}: a new search needs both a space and a base config")
-            self._define(space, base, settings or SearchSettings(), reference_dir)
-        self.store.bind(self.space, self.base, self.reference_dir)
+            self._define(space, base, settings or SearchSettings(), reference_dir, metric)
+        self.store.bind(self.space, self.base, self.reference_dir, self.own_metric)
         self.metric = self.store.metric
         self._owner = self.store.owner
         self.executor = executor or LocalExecutor(local_workers(self.settings.workers, self.base.train.device,
@@ -97,16 +98,19 @@ class Search:
         self.settings = SearchSettings.model_validate({"keep_best": False, "dense_to_end": False,
                                                        **stored["settings"]})
         self.reference_dir = Path(stored["reference_dir"])
+        self.own_metric = Metric(**stored["metric"]) if "metric" in stored else None
 
     def _define(self, space: SearchSpace, base: RunConfig, settings: SearchSettings,
-                reference_dir: str | Path | None) -> None:
-        """A new search's definition, stored before anything else."""
-        self.space, self.base, self.settings = space, base, settings
+                reference_dir: str | Path | None, metric: Metric | None = None) -> None:
+        """A new search's definition, stored before anything else (``metric``: candidates are compared by
+        it, not by the task's primary metric; stored, so a resume compares them alike)."""
+        self.space, self.base, self.settings, self.own_metric = space, base, settings, metric
         root = Path(reference_dir) if reference_dir is not None else self.out.parent / "references"
         self.reference_dir = root / self._reference_key()
         state = {"phase": "start", "round": 0, "epoch": settings.e0, "alive": [], **new_budget()}
         self.store.define([("space", space.model_dump(mode="json")), ("base", base.to_dict()),
                            ("reference_dir", str(self.reference_dir.resolve())), ("state", state),
+                           *((("metric", {"name": metric.name, "goal": metric.goal}),) if metric else ()),
                            ("settings", settings.model_dump(mode="json"))])
 
     @classmethod

@@ -53,6 +53,9 @@ class Job:
     to_epoch: int
     ls: LSOptions | None  # None: no spectra (ranking by loss)
     owner: str = ""  # who asks (a search's id): the run's cost ledger says who paid for each epoch
+    # the candidate's point of the space (fixed values included; {} for the dense reference): what an
+    # executor that trains without the toolkit's run config (a user's objective) hands its trainer
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,8 +76,23 @@ class Progress:
 
 
 class Executor(Protocol):
+    """Trains candidates. It may also define ``test_metrics(job) -> dict[str, float]``: the winner's test
+    metrics, measured where it trained (the search's final asks it once); without one, the final reads
+    the toolkit's run directory (``run_test_metrics``), so an executor whose candidates live elsewhere
+    (a user's objective) says how instead of the search assuming a run directory."""
+
     def run(self, jobs: list[Job]) -> list[Progress]:
         """Run every job; one Progress per job, in order. A job that fails says why (``failed``)."""
+
+
+def run_test_metrics(job: Job) -> dict[str, float]:
+    """The test metrics of the model in ``job``'s run directory (the toolkit's run, as ``advance`` left it)."""
+    from sparsernn.runs import load_model
+    from sparsernn.tasks import build_task
+
+    model, config, _, _ = load_model(Path(job.run_dir))
+    task = build_task(config, corpus_for(config))
+    return task.evaluate(model, "test")
 
 
 CORPORA: dict[tuple[str, str | None], Any] = {}
@@ -256,6 +274,7 @@ class LocalExecutor:
     corpus once, not once per round."""
 
     work = staticmethod(_advance_in_worker)  # what a worker process runs for a job
+    test_metrics = staticmethod(run_test_metrics)  # the winner's, from its run directory
 
     def __init__(self, workers: int = 1) -> None:
         if workers < 1:

@@ -31,6 +31,7 @@ from sparsernn.search.space import SearchSpace
 from sparsernn.search.storage import DB, open_study, storage_url
 from sparsernn.sparsity import resolve_method
 from sparsernn.tasks import primary_metric
+from sparsernn.tasks.base import Metric
 
 STUDY = "hyperprune"
 SEARCH_ID = "search.id"
@@ -106,18 +107,25 @@ class CandidateStore:
         for key, value in (("search_id", search_id), *attrs):
             self.study.set_user_attr(key, value)
 
-    def bind(self, space: SearchSpace, base: RunConfig, reference_dir: Path) -> None:
-        """The search's space, base config and dense reference's directory, for what the store derives."""
+    def bind(self, space: SearchSpace, base: RunConfig, reference_dir: Path, metric: Metric | None = None) -> None:
+        """The search's space, base config and dense reference's directory, for what the store derives;
+        ``metric``: what candidates are compared by when it is not the task's (a user's objective's score)."""
         self.space, self.base, self.reference_dir = space, base, reference_dir
         # candidates are compared by their task's primary validation metric: perplexity (lower is
         # better) for a language model, accuracy (higher) for a tagger
-        self.metric = primary_metric(base)
+        self.metric = metric or primary_metric(base)
         # who pays for the epochs this search trains, in the runs' cost ledgers (a search made before
         # searches had an id: its directory)
         self.owner = self.attrs.get("search_id") or str(self.out.resolve())
 
     def candidate_config(self, name: str) -> RunConfig:
         return self.space.candidate_config(self.base, self.trial(name)[2])
+
+    def point(self, name: str) -> dict[str, Any]:
+        """A candidate's settings as it trains: the density, the fixed values and its sampled ones, less
+        those its method does not read (what a user's objective is handed)."""
+        return {"sparsity.density": self.space.density,
+                **self.space.effective({**self.space.fixed, **self.trial(name)[2]})}
 
     def reference_config(self) -> RunConfig:
         return dense_config(self.base)

@@ -32,8 +32,7 @@ def train(strategy: Strategy, names: list[str], epoch: int, phase: str, state: d
     store, ledger = strategy.store, strategy.ledger
     ls = strategy.settings.ls_options() if phase != "final" else None
     owner = ledger.owner
-    jobs = [Job(name, store.candidate_config(name).to_dict(), str(store.out / "candidates" / name), epoch, ls, owner)
-            for name in names]
+    jobs = [candidate_job(store, name, epoch, ls, owner) for name in names]
     if reference:
         jobs.insert(0, Job("reference", store.reference_config().to_dict(), str(store.reference_dir), epoch, ls,
                            owner))
@@ -52,6 +51,12 @@ def train(strategy: Strategy, names: list[str], epoch: int, phase: str, state: d
             continue
         ledger.track_target(state, progress.val_metric, reached, started, store.metric.better)
     return results
+
+
+def candidate_job(store, name: str, epoch: int, ls, owner: str) -> Job:
+    """The job that brings candidate ``name`` to ``epoch``: its run config, run directory and point."""
+    return Job(name, store.candidate_config(name).to_dict(), str(store.out / "candidates" / name), epoch, ls, owner,
+               store.point(name))
 
 
 def _store_progress(strategy: Strategy, name: str, progress: Progress, epoch: int, state: dict[str, Any]) -> bool:
@@ -90,7 +95,7 @@ def final(strategy: Strategy, state: dict[str, Any]) -> None:
     winner = min(finished, key=lambda n: (metric.order(finished[n]), n))
     if "test" not in state:  # measured once, for the winner only
         started = time.perf_counter()
-        state["test"] = {"winner": winner, **{f"test_{k}": v for k, v in _test_metrics(store.out, winner).items()}}
+        state["test"] = {"winner": winner, **{f"test_{k}": v for k, v in _test_metrics(strategy, winner).items()}}
         state["test_seconds"] = time.perf_counter() - started  # the search's result, not its overhead
     for name in state["alive"]:
         store.set(name, f"final_val_{metric.name}", finished.get(name))
@@ -104,11 +109,11 @@ def final(strategy: Strategy, state: dict[str, Any]) -> None:
     store.save_state(state)
 
 
-def _test_metrics(out, winner: str) -> dict[str, float]:
-    from sparsernn.runs import load_model
-    from sparsernn.search.executor import corpus_for
-    from sparsernn.tasks import build_task
+def _test_metrics(strategy: Strategy, winner: str) -> dict[str, float]:
+    """The winner's test metrics, measured by what trained it: the executor's ``test_metrics`` (a user's
+    objective keeps its models itself), else the toolkit's run directory it left."""
+    from sparsernn.search.executor import run_test_metrics
 
-    model, config, _, _ = load_model(out / "candidates" / winner)
-    task = build_task(config, corpus_for(config))
-    return task.evaluate(model, "test")
+    store = strategy.store
+    job = candidate_job(store, winner, store.base.train.epochs, None, strategy.ledger.owner)
+    return getattr(strategy.executor, "test_metrics", run_test_metrics)(job)
