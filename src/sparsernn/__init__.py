@@ -1,7 +1,8 @@
 """sparsernn: sparse, small and fast recurrent sequence models in PyTorch.
 
 The public verbs work on any ``nn.Module`` (a user's ``nn.LSTM``/``nn.GRU``/``nn.RNN`` model as much as
-the toolkit's own): ``sparsify`` (sparse training with a mask method), ``lyapunov_spectrum`` and
+the toolkit's own): ``sparsify`` (sparse training with a mask method), ``group_lasso`` and ``compact`` (ISS),
+``lyapunov_spectrum`` and
 ``discover`` (the recurrent stack they read). They are imported on first use, so ``import sparsernn``
 (the CLI's start, reading ``__version__``) does not load torch.
 """
@@ -20,6 +21,10 @@ _EXPORTS = {
     "lyapunov_spectrum": "sparsernn.dynamics.lyapunov",
     "Spectrum": "sparsernn.dynamics.lyapunov",
     "discover": "sparsernn.models.discovery",
+    "group_lasso": "sparsernn.sparsity.user_iss",
+    "UserGroupLasso": "sparsernn.sparsity.user_iss",
+    "compact": "sparsernn.sparsity.user_compact",
+    "LayerwiseRNN": "sparsernn.sparsity.user_compact",
     "hyperprune": "sparsernn.search.user",
     "HyperpruneResult": "sparsernn.search.user",
     "RecurrentLayer": "sparsernn.models.stack",
