@@ -1,17 +1,51 @@
-"""Shared bits of the benchmark scripts: machine description and result files."""
+"""Shared bits of the benchmark scripts: their command line, machine description and result files."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def study_parser(doc: str | None, *, data_dir: str | None | bool = None, out: str | None = None,
+                 stored: bool = True) -> argparse.ArgumentParser:
+    """A study script's command line: its docstring as help; ``--data-dir`` (default ``data_dir``;
+    ``False``: a script that reads no corpus), ``--out`` (its run directory, when it trains) and, for a
+    script whose result can be printed again (``stored``), ``--report-only``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if data_dir is not False:
+        parser.add_argument("--data-dir", default=data_dir, help="the corpus [default: SPARSERNN_DATA or ../shared/data]")
+    if out is not None:
+        parser.add_argument("--out", default=out, help=f"run directory [default: {out}]")
+    if stored:
+        parser.add_argument("--report-only", action="store_true", help="print the stored result, no measuring")
+    return parser
+
+
+def parse_study(parser: argparse.ArgumentParser, name: str | Callable[[argparse.Namespace], str],
+                report: Callable[[dict[str, Any]], None]) -> argparse.Namespace | None:
+    """The parsed options; ``None`` once ``--report-only`` has printed the stored result ``name`` (a
+    name or a function of the options, for studies tagged by an option): the script then stops."""
+    args = parser.parse_args()
+    if args.report_only:
+        report(read_result(name(args) if callable(name) else name))
+        return None
+    return args
+
+
+def command_line() -> str:
+    """How this script was called, as the result JSON records it."""
+    return " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
 
 
 def machine() -> dict[str, Any]:

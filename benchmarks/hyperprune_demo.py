@@ -10,14 +10,13 @@ as a share of the wall time (target: under 5%).
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_result, write_result  # noqa: E402
+from _common import command_line, parse_study, study_parser, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import resolve_lm_dir  # noqa: E402
@@ -55,13 +54,9 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default="runs/bench-demo")
-    parser.add_argument("--report-only", action="store_true", help="print the stored JSON, no search")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result("hyperprune_demo"))
+    parser = study_parser(__doc__, out="runs/bench-demo")
+    args = parse_study(parser, "hyperprune_demo", report)
+    if args is None:
         return
     corpus_dir, note = resolve_lm_dir(args.data_dir)
     if note:
@@ -87,7 +82,7 @@ def main() -> None:
     other = wall - train - ls - ranking - test if workers == 1 else None
     winner = next(r for r in result["candidates"] if r["name"] == result["winner"])
     payload = {
-        "command": "python benchmarks/hyperprune_demo.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "corpus": str(corpus_dir), "settings": result["settings"],
         "seconds": {"wall": wall, "train": train, "ls": ls, "ranking": ranking, "test": test, "other": other},
         "workers": workers,

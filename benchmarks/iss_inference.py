@@ -15,7 +15,6 @@ results/iss_inference.json.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_result, write_result  # noqa: E402
+from _common import command_line, parse_study, read_result, study_parser, write_result  # noqa: E402
 
 from sparsernn.config import ModelConfig  # noqa: E402
 from sparsernn.models import RNNLanguageModel, count_parameters  # noqa: E402
@@ -92,14 +91,11 @@ def lm(sizes: list[int]) -> RNNLanguageModel:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = study_parser(__doc__, data_dir=False)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--report-only", action="store_true",
-                        help="print the stored results/iss_inference.json, no timing")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result("iss_inference"))
+    args = parse_study(parser, "iss_inference", report)
+    if args is None:
         return
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
@@ -146,7 +142,7 @@ def main() -> None:
     compacted = [r for r in rows if r["model"].startswith("ISS")]
     passed = all(r["speedup_over_reduction"] >= 0.9 for r in compacted)
     path = write_result("iss_inference", {
-        "command": "python benchmarks/iss_inference.py " + " ".join(sys.argv[1:]), "device": str(device),
+        "command": command_line(), "device": str(device),
         "batch": BATCH, "steps": STEPS, "repeats": args.repeats, "rows": rows, "passed": passed,
         "note": "CSR model runs on the CPU (step-by-step sparse products)", "paper": PAPER,
     })

@@ -22,13 +22,12 @@ interrupted midway resumes from its run directory.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ptb_corpus, read_result, save_units, stored_or, train_run  # noqa: E402
+from _common import command_line, parse_study, ptb_corpus, save_units, stored_or, study_parser, train_run  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.runs import BEST, load_model  # noqa: E402
@@ -91,23 +90,19 @@ def comparison(result: dict) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
+    parser = study_parser(__doc__, out="runs/iss_ptb")
     parser.add_argument("--targets", default="0.5,0.25,0.125", help="recurrent multiply-add fractions")
     parser.add_argument("--seeds", default="1,2")
     parser.add_argument("--dropouts", default="0.15,0.3", help="direct design's dropout grid")
     parser.add_argument("--finetune-epochs", type=int, default=3)
-    parser.add_argument("--out", default="runs/iss_ptb")
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result(NAME))
+    args = parse_study(parser, NAME, report)
+    if args is None:
         return
     corpus, corpus_dir = ptb_corpus(args.data_dir, "iss_ptb.py")
     targets = [float(t) for t in args.targets.split(",")]
     base = resolve_config(PRESET, overrides={"data.dir": str(corpus_dir.resolve())})
     result = stored_or(NAME, {
-        "command": "python benchmarks/iss_ptb.py " + " ".join(sys.argv[1:]), "preset": PRESET,
+        "command": command_line(), "preset": PRESET,
         "scale": f"preset {PRESET}: 2x256 LSTM, dropout 0.3, {base.train.epochs} epochs of the first "
                  f"{base.data.train_tokens} PTB training tokens; fine-tuning {args.finetune_epochs} epochs",
         "targets": targets, "units": {}})

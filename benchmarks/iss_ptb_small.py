@@ -12,12 +12,11 @@ results/iss_ptb_small.json and prints whether ISS beat direct design.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import train_run, write_result  # noqa: E402
+from _common import command_line, study_parser, train_run, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
@@ -36,12 +35,10 @@ def model_multiply_adds(model) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
+    parser = study_parser(__doc__, out="runs/iss", stored=False)
     parser.add_argument("--lambdas", default="1e-4,1e-3,3e-3")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--epoch-tokens", type=int, default=250_000)
-    parser.add_argument("--out", default="runs/iss")
     args = parser.parse_args()
     corpus_dir, note = resolve_lm_dir(args.data_dir)
     if note:
@@ -72,7 +69,7 @@ def main() -> None:
         })
     baseline = run(resolve_config("ptb-small", overrides=common), corpus, baseline_dir)
     path = write_result("iss_ptb_small", {
-        "command": "python benchmarks/iss_ptb_small.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "schedule": {"epochs": args.epochs, "epoch_tokens": args.epoch_tokens, "lr": "20, halved after epoch 2"},
         "dense": {"val_ppl": baseline["val_ppl"], "test_ppl": baseline["test_ppl"]}, "rows": rows,
     })

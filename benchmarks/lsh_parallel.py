@@ -15,14 +15,13 @@ directories); Ray's start-up is timed apart from the search. Overhead per task: 
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ptb_dir, read_result, write_result  # noqa: E402
+from _common import command_line, parse_study, ptb_dir, study_parser, write_result  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -75,13 +74,9 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default="runs/bench-parallel")
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result(NAME))
+    parser = study_parser(__doc__, out="runs/bench-parallel")
+    args = parse_study(parser, NAME, report)
+    if args is None:
         return
     corpus_dir = ptb_dir(args.data_dir, "lsh_parallel.py")
     torch.set_num_threads(1)
@@ -110,7 +105,7 @@ def main() -> None:
     wall = {(u["executor"], u["workers"]): u["wall_seconds"] for u in runs}
     tasks = {(u["executor"], u["workers"]): u["tasks"] for u in runs}
     result = {
-        "command": "python benchmarks/lsh_parallel.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "scale": "demo space, 2x64 LSTM on PTB, 3 epochs of 20k tokens, n 8, 2 survivors, TPE, spectra k 16 "
                  "(4 x 50 steps); one torch thread per worker",
         "runs": runs,

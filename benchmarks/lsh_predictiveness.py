@@ -20,7 +20,6 @@ on the next start; the runs themselves resume from their checkpoints.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, read_result, spearman_with_interval, write_result  # noqa: E402
+from _common import RESULTS, command_line, parse_study, spearman_with_interval, study_parser, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import resolve_lm_dir  # noqa: E402
@@ -78,19 +77,15 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
+    parser = study_parser(__doc__, out="runs/lsh_predictiveness")
     parser.add_argument("--candidates", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--epoch-tokens", type=int, default=80_000)
     parser.add_argument("--e0", type=int, default=2)
     parser.add_argument("--samples", type=int, default=6)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--out", default="runs/lsh_predictiveness")
-    parser.add_argument("--report-only", action="store_true", help="print the stored JSON, no training")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result(NAME))
+    args = parse_study(parser, NAME, report)
+    if args is None:
         return
     corpus_dir, note = resolve_lm_dir(args.data_dir)
     if note:
@@ -105,7 +100,7 @@ def main() -> None:
     ls = LSOptions(k=None, states=("hc", "h"), samples=args.samples, steps=args.steps, qr_every=1)
     path = RESULTS / f"{NAME}.json"
     result = json.loads(path.read_text()) if path.is_file() else {
-        "command": "python benchmarks/lsh_predictiveness.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "schedule": {"model": "ptb-small 2x200 LSTM", "epochs": args.epochs, "epoch_tokens": args.epoch_tokens,
                      "e0": args.e0, "samples": args.samples, "steps": args.steps, "density": space.density},
         "candidates": []}

@@ -32,13 +32,12 @@ skipped, and an interrupted one resumes from its candidates' run directories.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ptb_dir, read_result, save_units, spearman_with_interval, stored_or  # noqa: E402
+from _common import parse_study, ptb_dir, save_units, spearman_with_interval, stored_or, study_parser  # noqa: E402
 
 NAME = "lsh_ranking"
 SPACES = {"paper": ("paper", {}), "mixed": ("demo", {}), "gru": ("demo", {"model.cell": "gru"})}
@@ -157,8 +156,7 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
+    parser = study_parser(__doc__, out="runs/lsh_ranking")
     parser.add_argument("--spaces", default=",".join(SPACES))
     parser.add_argument("--seeds", default="1,2")
     parser.add_argument("--points", type=int, default=12, help="configurations per space (a seeded subset)")
@@ -171,11 +169,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="the preset's schedule, shortened (a scaled study)")
     parser.add_argument("--epoch-tokens", type=int, default=None)
     parser.add_argument("--decay-start-epoch", type=int, default=None)
-    parser.add_argument("--out", default="runs/lsh_ranking")
-    parser.add_argument("--report-only", action="store_true", help="replay the stored runs, no training")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result(NAME))
+    args = parse_study(parser, NAME, report)
+    if args is None:
         return
     import torch
 

@@ -16,13 +16,12 @@ is skipped, so the study runs in pieces and resumes.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ptb_corpus, read_result, save_units, stored_or  # noqa: E402
+from _common import parse_study, ptb_corpus, save_units, stored_or, study_parser  # noqa: E402
 
 NAME = "lsh_regime"
 
@@ -106,15 +105,11 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
+    parser = study_parser(__doc__, out="runs/lsh_regime")
     parser.add_argument("--regimes", default=",".join(REGIMES))
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--out", default="runs/lsh_regime")
-    parser.add_argument("--report-only", action="store_true", help="print the stored result, no training")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result(NAME))
+    args = parse_study(parser, NAME, report)
+    if args is None:
         return
     import torch
 

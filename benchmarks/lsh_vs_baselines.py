@@ -48,14 +48,22 @@ each other (a file lock), and each search is charged the reference it used. ``--
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, read_result, save_units, spearman_with_interval, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    command_line,
+    parse_study,
+    read_result,
+    save_units,
+    spearman_with_interval,
+    study_parser,
+    write_result,
+)
 
 from sparsernn.config import resolve_config, validate  # noqa: E402
 from sparsernn.data import resolve_lm_dir  # noqa: E402
@@ -223,9 +231,13 @@ def report(result: dict) -> None:
                   f"{a['best_val_ppl']:.2f} vs {b['best_val_ppl']:.2f}")
 
 
+def result_name(args) -> str:
+    """The study's JSON name: ``--tag`` keeps a study of its own."""
+    return f"{NAME}_{args.tag}" if args.tag else NAME
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
+    parser = study_parser(__doc__)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--e0", type=int, default=1)
     parser.add_argument("--ei", type=int, default=1)
@@ -242,15 +254,13 @@ def main() -> None:
                         help="weights masked, e.g. recurrent or embedding,recurrent,decoder (default: the demo's)")
     parser.add_argument("--tag", default="", help="a study of its own: results/lsh_vs_baselines_TAG.json")
     parser.add_argument("--out", default=None, help="run directory (default runs/lsh_vs_baselines[_TAG])")
-    parser.add_argument("--report-only", action="store_true", help="print the stored JSON, no training")
     parser.add_argument("--backfill", action="store_true",
                         help="add each finished search's candidates from its report.json to the JSON (files written "
                              "before the JSON kept them), then report")
-    args = parser.parse_args()
-    name = f"{NAME}_{args.tag}" if args.tag else NAME
-    if args.report_only:
-        report(read_result(name))
+    args = parse_study(parser, result_name, report)
+    if args is None:
         return
+    name = result_name(args)
     if args.backfill:
         path, stored = RESULTS / f"{name}.json", read_result(name)
         for unit, entry in stored["units"].items():
@@ -282,7 +292,7 @@ def main() -> None:
                 "e0": args.e0, "ei": args.ei, "survivors": args.survivors, "space": "paper", "seed": args.seed,
                 "prunable": base.sparsity.prunable}
     result = json.loads(path.read_text()) if path.is_file() else {
-        "command": "python benchmarks/lsh_vs_baselines.py " + " ".join(sys.argv[1:]), "schedule": schedule,
+        "command": command_line(), "schedule": schedule,
         "units": {}}
     # keys older files lack: before issue 25 the demo's masks covered every weight
     older = {"lr": 20.0, "decay_start_epoch": 2, "lr_decay": 0.5, "seed": None,

@@ -13,14 +13,13 @@ results/lyapunov_bases.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import command_line, study_parser, write_result  # noqa: E402
 
 from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
 from sparsernn.dynamics import lyapunov_spectrum, validation_sequences  # noqa: E402
@@ -36,9 +35,8 @@ def distances(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = study_parser(__doc__, stored=False)
     parser.add_argument("--ckpt", required=True)
-    parser.add_argument("--data-dir", default=None)
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--lengths", default="100,400,1600")
     args = parser.parse_args()
@@ -64,7 +62,7 @@ def main() -> None:
             row[f"{basis}_vs_limit"] = distances(spectra[steps][basis], limit)
         rows.append(row)
     path = write_result("lyapunov_bases", {
-        "command": "python benchmarks/lyapunov_bases.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "model": args.ckpt, "samples": args.samples, "limit": f"stack basis, T={lengths[-1]}", "rows": rows,
         "spectra": {str(t): {b: e.tolist() for b, e in s.items()} for t, s in spectra.items()},
     })

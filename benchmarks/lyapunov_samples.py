@@ -12,7 +12,6 @@ results/lyapunov_samples.json and prints the table and the verdict.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_result, write_result  # noqa: E402
+from _common import command_line, parse_study, read_result, study_parser, write_result  # noqa: E402
 
 from sparsernn.data import load_corpus  # noqa: E402
 from sparsernn.dynamics import lyapunov_spectrum  # noqa: E402
@@ -53,21 +52,23 @@ def report(result: dict) -> None:
               f"{'small' if v['small'] else 'NOT small'} (small: max |K2-K10| < 0.25 |A-B|)")
 
 
+def result_name(args) -> str:
+    """The study's JSON name: ``--tag`` keeps a study of its own."""
+    return "lyapunov_samples" + (f"-{args.tag}" if args.tag else "")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = study_parser(__doc__, data_dir=False)
     parser.add_argument("models", nargs="*", type=Path, help="two models (run directories or checkpoints)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--k", type=int, default=200, help="exponents computed (the leading ones)")
     parser.add_argument("--basis", default="layers", choices=("layers", "stack"), help="the engine's basis")
     parser.add_argument("--tag", default="", help="suffix of the results file, to keep several studies")
-    parser.add_argument("--report-only", action="store_true",
-                        help="print the stored results/lyapunov_samples[-TAG].json, no measuring")
-    args = parser.parse_args()
-    name = "lyapunov_samples" + (f"-{args.tag}" if args.tag else "")
-    if args.report_only:
-        report(read_result(name))
+    args = parse_study(parser, result_name, report)
+    if args is None:
         return
+    name = result_name(args)
     if len(args.models) != 2:
         parser.error("give two models")
 
@@ -94,7 +95,7 @@ def main() -> None:
         verdict[f] = {"between_models": between, "max_K2_vs_K10": within, "ratio": within / between if between else None,
                       "small": within < 0.25 * between}
     path = write_result(name, {
-        "command": "python benchmarks/lyapunov_samples.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "steps": args.steps, "draws": args.draws, "k": args.k, "basis": args.basis, "models": results,
         "verdict": verdict,
     })

@@ -27,7 +27,6 @@ epoch time measured here from 50 training steps). Writes results/lyapunov_speed.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch
 from torch.func import jacrev
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_result, write_result  # noqa: E402
+from _common import command_line, parse_study, read_result, study_parser, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
@@ -200,9 +199,8 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = study_parser(__doc__)
     parser.add_argument("--ckpt", default=None)
-    parser.add_argument("--data-dir", default=None)
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--reference-samples", type=int, default=None)
@@ -210,11 +208,8 @@ def main() -> None:
     parser.add_argument("--qr-every", type=int, default=4, help="engine, k-column run: QR every s steps")
     parser.add_argument("--autograd-samples", type=int, default=2,
                         help="samples for the slow autograd.functional reference (time scaled to K)")
-    parser.add_argument("--report-only", action="store_true",
-                        help="print the stored results/lyapunov_speed.json, no measuring")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result("lyapunov_speed"))
+    args = parse_study(parser, "lyapunov_speed", report)
+    if args is None:
         return
 
     corpus_dir, note = resolve_lm_dir(args.data_dir)
@@ -310,7 +305,7 @@ def main() -> None:
                        "agreement": v["max_abs_diff"] <= targets["agreement"],
                        "epoch_share": share[basis] <= targets["epoch_share"]}
     path = write_result("lyapunov_speed", derive({
-        "command": "python benchmarks/lyapunov_speed.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "samples": args.samples, "steps": args.steps, "reference_samples": ref_samples, "rows": rows,
         "references": {n: {k: v for k, v in r.items() if k != "exponents"} for n, r in references.items()},
         "reference_floor": reference_floor, "ptb_small_epoch_s": epoch_s, "k_share_of_epoch": share,

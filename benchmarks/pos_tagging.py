@@ -24,14 +24,13 @@ the traces, about +0.25 points). Units, appended to results/pos_tagging.json as 
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_result, save_units, stored_or, train_run  # noqa: E402
+from _common import command_line, parse_study, save_units, stored_or, study_parser, train_run  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data.conll import load_tagged_corpus  # noqa: E402
@@ -82,23 +81,19 @@ def slice_corpus(data_dir: Path, out: Path, tokens: int) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default="../shared/data/wsj-pos")
+    parser = study_parser(__doc__, data_dir="../shared/data/wsj-pos", out="runs/pos_tagging")
     parser.add_argument("--units", default="default,study")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--study-epochs", type=int, default=8)
     parser.add_argument("--study-train-tokens", type=int, default=250_000)
     parser.add_argument("--study-lr", type=float, default=0.005)
     parser.add_argument("--seeds", default="1,2")
-    parser.add_argument("--out", default="runs/pos_tagging")
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result(NAME))
+    args = parse_study(parser, NAME, report)
+    if args is None:
         return
     corpus = load_tagged_corpus(args.data_dir) if "default" in args.units.split(",") else None
     result = stored_or(NAME, {
-        "command": "python benchmarks/pos_tagging.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "setup": "WSJ POS, standard split without trace tokens (train 00-18, valid 19-21, test 22-24)",
         "units": {}})
 

@@ -13,13 +13,12 @@ directory. The paper (full size, 500 epochs): 57.9 +- 0.3 sparse vs 58.8 +- 0.3 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ptb_corpus, read_result, save_units, stored_or, train_run  # noqa: E402
+from _common import command_line, parse_study, ptb_corpus, save_units, stored_or, study_parser, train_run  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.models import RNNLanguageModel, count_parameters  # noqa: E402
@@ -41,19 +40,15 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
+    parser = study_parser(__doc__, out="runs/predefined_ptb")
     parser.add_argument("--seeds", default="1,2")
-    parser.add_argument("--out", default="runs/predefined_ptb")
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result(NAME))
+    args = parse_study(parser, NAME, report)
+    if args is None:
         return
     corpus, corpus_dir = ptb_corpus(args.data_dir, "predefined_ptb.py")
     base = resolve_config(MODELS["dense"])
     result = stored_or(NAME, {
-        "command": "python benchmarks/predefined_ptb.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "scale": f"presets {', '.join(MODELS.values())}: {base.train.epochs} epochs of {base.data.epoch_tokens} "
                  "PTB tokens, NT-ASGD, no finetuning", "units": {}})
     for seed in (int(s) for s in args.seeds.split(",")):

@@ -13,7 +13,6 @@ parameters, their gradients, buffers (the masks) and the activations autograd sa
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_result, write_result  # noqa: E402
+from _common import command_line, parse_study, read_result, study_parser, write_result  # noqa: E402
 
 from sparsernn.models.cells.block_lstm import BlockSparseLSTM, MaskedBlockLSTM, match_gamma  # noqa: E402
 
@@ -113,18 +112,16 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = study_parser(__doc__, data_dir=False)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result(NAME))
+    args = parse_study(parser, NAME, report)
+    if args is None:
         return
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     result = measure(args.repeats, device)
-    write_result(NAME, {"command": "python benchmarks/predefined_speed.py " + " ".join(sys.argv[1:]),
+    write_result(NAME, {"command": command_line(),
                         "device": str(device), "batch": BATCH, "steps": STEPS, "repeats": args.repeats, **result})
     report(read_result(NAME))
 

@@ -9,12 +9,11 @@ Resumable: rerun the same command after an interruption. Writes benchmarks/resul
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_result, train_run, write_result  # noqa: E402
+from _common import parse_study, read_result, study_parser, train_run, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import load_corpus, resolve_lm_dir  # noqa: E402
@@ -36,15 +35,10 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default="runs/bench-ptb-small")
+    parser = study_parser(__doc__, out="runs/bench-ptb-small")
     parser.add_argument("--epochs", type=int, default=None, help="default: the preset's 13")
-    parser.add_argument("--report-only", action="store_true",
-                        help="print the stored results/ptb_small.json, no training")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result("ptb_small"))
+    args = parse_study(parser, "ptb_small", report)
+    if args is None:
         return
 
     overrides = {"train.checkpoint_every": 500, "train.log_interval": 200}

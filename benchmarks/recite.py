@@ -27,13 +27,12 @@ resumes from its directory.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ptb_dir, read_result, save_units, stored_or, train_run  # noqa: E402
+from _common import command_line, parse_study, ptb_dir, save_units, stored_or, study_parser, train_run  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import load_corpus  # noqa: E402
@@ -118,16 +117,12 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
+    parser = study_parser(__doc__, out="runs/recite")
     parser.add_argument("--seeds", default="1,2")
     parser.add_argument("--epochs", type=int, default=None, help="[default: the preset's]")
     parser.add_argument("--kinds", default=",".join(KINDS))
-    parser.add_argument("--out", default="runs/recite")
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result(NAME))
+    args = parse_study(parser, NAME, report)
+    if args is None:
         return
     base = resolve_config(PRESET)
     corpus_dir = recite_corpus(ptb_dir(args.data_dir, "recite.py"), Path(args.out), base.data.train_tokens)
@@ -135,7 +130,7 @@ def main() -> None:
     vocab = len(corpus.vocab)
     epochs = args.epochs or base.train.epochs
     result = stored_or(NAME, {
-        "command": "python benchmarks/recite.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "scale": f"preset {PRESET}: {epochs} epochs over the first {base.data.train_tokens:,} PTB training tokens, "
                  f"(a corpus of their own, {vocab:,} words), embedding {EMBEDDING}, second layer 128, batch "
                  f"{base.data.batch_size}, SGD momentum 0.9, lr {base.optim.lr} x 0.97/epoch, clip {base.optim.clip}",

@@ -13,12 +13,20 @@ results/rhn_ptb.png.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ptb_corpus, read_result, save_units, stored_or, train_run  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    command_line,
+    parse_study,
+    ptb_corpus,
+    save_units,
+    stored_or,
+    study_parser,
+    train_run,
+)
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.dynamics import lyapunov_spectrum, validation_sequences  # noqa: E402
@@ -41,20 +49,16 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
+    parser = study_parser(__doc__, out="runs/rhn_ptb")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--epoch-tokens", type=int, default=100_000)
     parser.add_argument("--target-units", type=int, default=120)
-    parser.add_argument("--out", default="runs/rhn_ptb")
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result(NAME))
+    args = parse_study(parser, NAME, report)
+    if args is None:
         return
     corpus, corpus_dir = ptb_corpus(args.data_dir, "rhn_ptb.py")
     result = stored_or(NAME, {
-        "command": "python benchmarks/rhn_ptb.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "scale": f"rhn-cpu (depth 10, width 200, tied): {args.epochs} epochs of {args.epoch_tokens} PTB tokens",
         "units": {}})
     common = {"data.dir": str(corpus_dir.resolve()), "train.epochs": args.epochs,

@@ -21,7 +21,6 @@ Acceptance (issue 13): sparsernn at least 2x faster than plain eager at both wid
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_result, write_result  # noqa: E402
+from _common import command_line, parse_study, read_result, study_parser, write_result  # noqa: E402
 
 from sparsernn.models.cells.rhn import RecurrentHighway  # noqa: E402
 
@@ -153,17 +152,15 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = study_parser(__doc__, data_dir=False)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--widths", default="200,830")
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result(NAME))
+    args = parse_study(parser, NAME, report)
+    if args is None:
         return
     rows = [measure(int(w), args.repeats) for w in args.widths.split(",")]
     target = 2.0
-    write_result(NAME, {"command": "python benchmarks/rhn_speed.py " + " ".join(sys.argv[1:]), "batch": BATCH,
+    write_result(NAME, {"command": command_line(), "batch": BATCH,
                         "steps": STEPS, "depth": DEPTH, "repeats": args.repeats, "rows": rows, "target": target,
                         "passed": all(r["speedup_over_plain"]["sparsernn"] >= target for r in rows)})
     report(read_result(NAME))

@@ -12,12 +12,11 @@ results/sparse_methods.json and prints the table.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_result, train_run, write_result  # noqa: E402
+from _common import command_line, parse_study, read_result, study_parser, train_run, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.sparsity import resolve_method  # noqa: E402
@@ -42,18 +41,13 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
+    parser = study_parser(__doc__, out="runs/methods")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--epoch-tokens", type=int, default=250_000)
     parser.add_argument("--density", type=float, default=0.33)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--out", default="runs/methods")
-    parser.add_argument("--report-only", action="store_true",
-                        help="print the stored results/sparse_methods.json, no training")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result("sparse_methods"))
+    args = parse_study(parser, "sparse_methods", report)
+    if args is None:
         return
 
     corpus_dir, note = resolve_lm_dir(args.data_dir)
@@ -78,7 +72,7 @@ def main() -> None:
                      "nonzero_prunable": result["nonzero_prunable"], "best_epoch": result["best_epoch"],
                      "train_seconds": result["train_seconds"], "epochs": history})
     path = write_result("sparse_methods", {
-        "command": "python benchmarks/sparse_methods.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "schedule": {"epochs": args.epochs, "epoch_tokens": args.epoch_tokens, "lr": "20, halved after epoch 2"},
         "methods": rows,
     })

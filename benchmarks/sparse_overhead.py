@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_result, write_result  # noqa: E402
+from _common import command_line, parse_study, read_result, study_parser, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import Corpus, Vocabulary, load_corpus, resolve_lm_dir  # noqa: E402
@@ -112,17 +112,13 @@ def memory_child(method: str, corpus_file: str, steps: int, device: str) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
+    parser = study_parser(__doc__)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--memory-child", nargs=2, metavar=("METHOD", "CORPUS"), help=argparse.SUPPRESS)
-    parser.add_argument("--report-only", action="store_true",
-                        help="print the stored results/sparse_overhead.json, no measuring")
-    args = parser.parse_args()
-    if args.report_only:
-        report(read_result("sparse_overhead"))
+    args = parse_study(parser, "sparse_overhead", report)
+    if args is None:
         return
     if args.memory_child:
         memory_child(args.memory_child[0], args.memory_child[1], args.steps, args.device)
@@ -162,7 +158,7 @@ def main() -> None:
     passed = all(overhead[m] <= TARGET_OVERHEAD for m in METHODS) and all(
         memory_ratio[m] <= TARGET_MEMORY for m in METHODS)
     path = write_result("sparse_overhead", {
-        "command": "python benchmarks/sparse_overhead.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "steps_per_epoch": args.steps, "rounds": args.rounds, "seconds_per_epoch": times,
         "overhead": overhead, "mask_updates": updates, "final_density": densities,
         "memory": memory, "memory_ratio": memory_ratio,

@@ -9,7 +9,6 @@ median per-round ratio sparsernn/plain of tokens/s is >= 0.95. Writes results/tr
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import command_line, study_parser, write_result  # noqa: E402
 
 from sparsernn.config import resolve_config  # noqa: E402
 from sparsernn.data import bptt_window, load_corpus, resolve_lm_dir  # noqa: E402
@@ -67,8 +66,7 @@ def sync(device: torch.device) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None)
+    parser = study_parser(__doc__, stored=False)
     parser.add_argument("--steps", type=int, default=50, help="training steps per round and side")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="auto")
@@ -118,7 +116,7 @@ def main() -> None:
         "passed": ratio >= TARGET_RATIO,
     }
     path = write_result("train_throughput", {
-        "command": "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "device": str(device), "steps_per_round": args.steps, "rounds": rows, **summary,
     })
     print(f"median ratio sparsernn/plain = {ratio:.3f} (target >= {TARGET_RATIO}: "
