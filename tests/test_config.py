@@ -4,7 +4,7 @@ import pytest
 
 from sparsernn.config import list_presets, parse_override, resolve_config
 from sparsernn.errors import ConfigError
-from sparsernn.train import learning_rate
+from sparsernn.optim import learning_rate
 
 
 def test_presets_ship_and_follow_zaremba():

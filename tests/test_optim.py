@@ -9,7 +9,8 @@ import torch
 
 from sparsernn.config import OptimConfig
 from sparsernn.optim import NTASGD
-from sparsernn.train import Trainer, build_optimizer, learning_rate
+from sparsernn.optim import build_optimizer, learning_rate
+from sparsernn.train import Trainer
 
 from conftest import tiny_config
 

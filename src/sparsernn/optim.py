@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from sparsernn.config import OptimConfig
+
 
 class NTASGD(torch.optim.Optimizer):
     def __init__(self, params, lr: float, weight_decay: float = 0.0, nonmono: int = 5) -> None:
@@ -83,3 +85,20 @@ class NTASGD(torch.optim.Optimizer):
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "nt_asgd"})
         self.averaging = extra["averaging"]
         self.val_history = list(extra["val_history"])
+
+
+def learning_rate(config: OptimConfig, epoch: int) -> float:
+    """Zaremba-style step schedule: ``lr * decay ** max(epoch - decay_start_epoch, 0)`` (epochs from 1)."""
+    return config.lr * config.lr_decay ** max(epoch - config.decay_start_epoch, 0)
+
+
+def build_optimizer(params, config: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer ``optim.name`` names, over ``params``."""
+    if config.name == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.name == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.name == "nt_asgd":
+        return NTASGD(params, lr=config.lr, weight_decay=config.weight_decay, nonmono=config.nonmono)
+    # Averaged SGD from the first step (Polyak averaging; t0=0, lambd=0 as in AWD-LSTM).
+    return torch.optim.ASGD(params, lr=config.lr, t0=0, lambd=0.0, weight_decay=config.weight_decay)

@@ -89,3 +89,22 @@ def default_reporter() -> Reporter:
     if not console.is_terminal:  # a log file: tables as wide as they need, not 80 columns
         console = Console(stderr=True, file=sys.stderr, width=200)
     return ConsoleReporter(console)
+
+
+def duration(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour."""
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def epoch_line(record: dict[str, Any], horizon: int, metric: str, score: float, unit: str, sparsity: str = "",
+               left: float | None = None) -> str:
+    """The line a finished epoch prints: epoch, learning rate, losses, the primary validation metric,
+    speed, the sparsifier's state, the time left (``left`` seconds, none at the end) and whether it is
+    the best so far."""
+    return (f"epoch {record['epoch']:3d}/{horizon} | lr {record['lr']:.4g} | train loss {record['train_loss']:.3f} | "
+            f"valid {metric} {score:.4g} | {record['tokens_per_s']:,.0f} {unit}/s"
+            + (f" | {sparsity}" if sparsity else "")
+            + (f" | {duration(left)} left" if left is not None else "")
+            + (" | best" if record.get("best") else ""))

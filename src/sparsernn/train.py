@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import random
-import re
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -23,90 +21,25 @@ import torch
 from torch import nn
 
 from sparsernn import checkpoint
-from sparsernn.config import OptimConfig, RunConfig, validate
+from sparsernn.config import RunConfig, validate
 from sparsernn.data.lm import Corpus
 from sparsernn.errors import CheckpointError, ConfigError, Failure, LayerRemoved, TrainingDiverged
 from sparsernn.models.lm import count_parameters
-from sparsernn.optim import NTASGD
-from sparsernn.progress import Reporter, SilentReporter
+from sparsernn.optim import NTASGD, build_optimizer, learning_rate
+from sparsernn.progress import Reporter, SilentReporter, epoch_line
+from sparsernn.resume import load_resume, save_resume
 from sparsernn.runs import (BEST, FAILED, LAST, RESULTS, SPARSITY, RunDir, flatten_fields, model_path, resume_config,
                            save_model)
 from sparsernn.sparsity import Sparsifier, build_sparsifier, resolve_method
 from sparsernn.sparsity.masks import strip_masks
 from sparsernn.sparsity.report import density_report, density_table
+from sparsernn.runtime import build_model_within_memory, resolve_device, seed_everything
 from sparsernn.tasks import Task, build_task
 
 
-def resolve_device(name: str, option: str = "train.device") -> torch.device:
-    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; anything else is refused naming ``option``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    kind, _, index = name.partition(":")
-    if kind not in ("cpu", "cuda") or (index and not (kind == "cuda" and index.isdigit())):
-        raise ConfigError(f"{option}: expected auto, cpu, cuda or cuda:N, got {name!r}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{option}: cuda requested but no CUDA device is available")
-    if index and int(index) >= torch.cuda.device_count():
-        raise ConfigError(f"{option}: {name} requested but there are {torch.cuda.device_count()} CUDA devices")
-    return torch.device(name)
-
-
-def build_model_within_memory(task, config, device: torch.device) -> nn.Module:
-    """The task's model on ``device``; a size that does not fit in memory is one line naming the sizes."""
-    try:
-        return task.build_model(config).to(device)
-    except (MemoryError, torch.OutOfMemoryError, RuntimeError) as exc:
-        if not isinstance(exc, (MemoryError, torch.OutOfMemoryError)) and "allocate" not in str(exc):
-            raise
-        wanted = re.search(r"allocate (\d+) bytes", str(exc))
-        size = f" (one tensor of {int(wanted.group(1)) / 2**30:,.1f} GiB)" if wanted else ""
-        raise Failure(f"model.hidden_sizes {config.hidden_sizes}, embedding_size {config.embedding_size}: the model "
-                      f"does not fit in memory on {device}{size}; choose smaller sizes") from None
-
-
-def learning_rate(config: OptimConfig, epoch: int) -> float:
-    """Zaremba-style step schedule: ``lr * decay ** max(epoch - decay_start_epoch, 0)`` (epochs from 1)."""
-    return config.lr * config.lr_decay ** max(epoch - config.decay_start_epoch, 0)
-
-
-def build_optimizer(params, config: OptimConfig) -> torch.optim.Optimizer:
-    if config.name == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if config.name == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.name == "nt_asgd":
-        return NTASGD(params, lr=config.lr, weight_decay=config.weight_decay, nonmono=config.nonmono)
-    # Averaged SGD from the first step (Polyak averaging; t0=0, lambd=0 as in AWD-LSTM).
-    return torch.optim.ASGD(params, lr=config.lr, t0=0, lambd=0.0, weight_decay=config.weight_decay)
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    version, _, gauss = random.getstate()
-    random.setstate((version, tuple(state["python"]), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
+__all__ = ["EpochCallback", "Trainer", "build_optimizer", "learning_rate", "resolve_device"]
 
 EpochCallback = Callable[[dict[str, Any]], None]
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds + 0.5), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class Trainer:
@@ -283,46 +216,51 @@ class Trainer:
             self.run.write_records(self.history)  # the metrics file agrees with the checkpoint
         if self.epoch == 1 and self.step_in_epoch == 0:
             self._report_sparsity("start")
-        primary = self.task.primary
         started, first = time.perf_counter(), self.epoch
         while self.epoch <= stop:
             record = self.train_epoch()
-            valid = self.evaluate_split("valid")
-            # every metric, not only the loss: a finite loss can still overflow its perplexity
-            non_finite = {name: value for name, value in valid.items() if not math.isfinite(value)}
-            if non_finite:
-                self._diverged(f"validation {', '.join(f'{k} is {v}' for k, v in non_finite.items())} "
-                               f"after epoch {self.epoch}")
-            record.update({f"val_{name}": value for name, value in valid.items()})
-            if isinstance(self.optimizer, NTASGD) and self.optimizer.observe(valid["loss"]):
-                self.reporter.message(f"epoch {self.epoch}: validation stalled; averaging weights from now on")
-            record["averaging"] = bool(getattr(self.optimizer, "averaging", False))
-            self.sparsifier.end_epoch(self.epoch, record)
-            score = valid[primary.name]
-            improved = primary.better(score, self.best_score)
-            record["best"] = improved
+            score = self._validate_epoch(record)
             # time left: this call's mean wall time per epoch (training and validation) for what remains
             left = (time.perf_counter() - started) / (self.epoch + 1 - first) * (stop - self.epoch)
-            self.reporter.message(
-                f"epoch {self.epoch:3d}/{self.horizon} | lr {record['lr']:.4g} | train loss {record['train_loss']:.3f} | "
-                f"valid {primary.name} {score:.4g} | {record['tokens_per_s']:,.0f} {self.task.unit}/s"
-                + (f" | {state}" if (state := self._sparsity_state()) else "")
-                + (f" | {_duration(left)} left" if self.epoch < stop else "") + (" | best" if improved else "")
-            )
-            self.history.append(record)
-            if improved:
-                self.best_score = score
-                if self.run is not None:
-                    self.save_model(self.run / BEST)
-            self.advance_epoch()
-            if self.run is not None:
-                self.save_resume()
-                self.run.append_record(record)
+            self.reporter.message(epoch_line(record, self.horizon, self.task.primary.name, score, self.task.unit,
+                                             self._sparsity_state(), left if self.epoch < stop else None))
+            self._close_epoch(record, score)
             if on_epoch is not None:
                 on_epoch(record)
         if self.complete:
             return self._finish(test)
         return self.summary()
+
+    def _validate_epoch(self, record: dict[str, Any]) -> float:
+        """Score the epoch just trained on the validation split (into ``record``), let NT-ASGD and the
+        sparsifier see it, and return the primary metric; ``record["best"]`` says whether it improved."""
+        valid = self.evaluate_split("valid")
+        # every metric, not only the loss: a finite loss can still overflow its perplexity
+        non_finite = {name: value for name, value in valid.items() if not math.isfinite(value)}
+        if non_finite:
+            self._diverged(f"validation {', '.join(f'{k} is {v}' for k, v in non_finite.items())} "
+                           f"after epoch {self.epoch}")
+        record.update({f"val_{name}": value for name, value in valid.items()})
+        if isinstance(self.optimizer, NTASGD) and self.optimizer.observe(valid["loss"]):
+            self.reporter.message(f"epoch {self.epoch}: validation stalled; averaging weights from now on")
+        record["averaging"] = bool(getattr(self.optimizer, "averaging", False))
+        self.sparsifier.end_epoch(self.epoch, record)
+        score = valid[self.task.primary.name]
+        record["best"] = self.task.primary.better(score, self.best_score)
+        return score
+
+    def _close_epoch(self, record: dict[str, Any], score: float) -> None:
+        """Keep the epoch: the best model when it improved, then the resume checkpoint and the metrics
+        line, in that order, before anything else may happen."""
+        self.history.append(record)
+        if record["best"]:
+            self.best_score = score
+            if self.run is not None:
+                self.save_model(self.run / BEST)
+        self.advance_epoch()
+        if self.run is not None:
+            self.save_resume()
+            self.run.append_record(record)
 
     def _diverged(self, reason: str) -> None:
         """Stop a run whose numbers stopped being finite (see ``_stop``)."""
@@ -432,54 +370,20 @@ class Trainer:
                                       f"{tuple(ours[name].shape)} (train.init_from needs the same sizes)")
         self.model.load_state_dict(weights)
 
-    def _meta(self) -> dict[str, Any]:
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """The JSON metadata every checkpoint of this run carries: task, config, epoch and history."""
         return {"kind": self.task.kind, "config": self.config.to_dict(), **self.task.meta(), "epoch": self.epoch,
                 "history": self.history}
 
     def save_model(self, path: Path) -> None:
         """The model as evaluated (averaged weights under NT-ASGD), for use after training."""
         with self.evaluation_weights():
-            save_model(path, self.model, self._meta())
+            save_model(path, self.model, self.checkpoint_meta())
 
     def save_resume(self) -> None:
-        """Everything needed to continue exactly where the run is now."""
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        resume = {
-            "step_in_epoch": self.step_in_epoch,
-            "epoch_tokens": self.epoch_units,
-            "epoch_seconds": self.epoch_seconds,
-            "best_score": self.best_score,
-            "epoch_loss": self.epoch_loss,
-            "task": self.task.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "sparsifier": self.sparsifier.state_dict(),
-            "rng": _rng_state(),
-        }
-        meta = self._meta()
-        meta["resume"] = checkpoint.pack(resume, "resume", tensors)
-        checkpoint.save(self.run / LAST, tensors, meta)
+        """Everything needed to continue exactly where the run is now (``resume.save_resume``)."""
+        save_resume(self, self.run / LAST)
 
     def load_resume(self, path: Path) -> None:
-        tensors, meta = checkpoint.load(path, self.device)
-        if meta.get("resume") is None:
-            raise CheckpointError(f"{path}: holds no resume state (is it a best-model checkpoint?)")
-        self.task.check_meta(meta, path)
-        resume = checkpoint.unpack(meta["resume"], tensors)
-        if "task" not in resume:  # written by sparsernn 0.1: its task state and best score in the old form
-            resume["task"], resume["best_score"] = self.task.from_version_0_1(resume, self.model)
-        try:
-            self.model.load_state_dict(checkpoint.subtree(tensors, "model"))
-            self.optimizer.load_state_dict(resume["optimizer"])
-            self.sparsifier.load_state_dict(resume["sparsifier"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            detail = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"{path}: does not match the run config ({detail})") from None
-        self.task.load_state_dict(resume["task"])
-        self.epoch = meta["epoch"]
-        self.history = meta["history"]
-        self.step_in_epoch = resume["step_in_epoch"]
-        self.epoch_units = resume["epoch_tokens"]
-        self.epoch_seconds = resume["epoch_seconds"]
-        self.best_score = resume["best_score"]
-        self.epoch_loss = resume["epoch_loss"].to(self.device)
-        _set_rng_state(resume["rng"])
+        """Continue from the resume checkpoint ``path`` (``resume.load_resume``)."""
+        load_resume(self, path)

@@ -39,7 +39,7 @@ def lyapunov(
     plot: Annotated[Optional[Path], typer.Option(help="write the spectra as a PNG plot")] = None,
 ) -> None:
     """Lyapunov spectrum of trained models on validation sequences (closed-form Jacobians, batched)."""
-    from sparsernn.train import resolve_device
+    from sparsernn.runtime import resolve_device
 
     options = dict(samples=samples, steps=steps, warmup=warmup, k=k, state=state, basis=basis, qr_every=qr_every,
                    orthonormalization=orthonormalization, float32=float32, log_base=log_base)
@@ -184,7 +184,7 @@ def iss_tau(
     perplexity within --margin; use it as --zero-threshold with --lasso-update subgradient."""
     from sparsernn.launch import model_and_task
     from sparsernn.sparsity.lasso import zeroing_threshold
-    from sparsernn.train import resolve_device
+    from sparsernn.runtime import resolve_device
 
     if not 0.0 <= margin < 1.0:
         raise SparsernnError(f"--margin: expected a fraction in [0, 1), got {margin}")

@@ -106,7 +106,7 @@ def eval_(
     """A trained checkpoint's metrics on valid/test/train: perplexity and next-word accuracy (argmax) for
     language models, token accuracy for taggers."""
     from sparsernn.launch import model_and_task
-    from sparsernn.train import resolve_device
+    from sparsernn.runtime import resolve_device
 
     for name in split:
         if name not in ("valid", "test", "train"):
