@@ -153,3 +153,73 @@ def test_the_version_has_one_source():
     from conftest import cli_in_process
 
     assert cli_in_process("--version").stdout.strip() == sparsernn.__version__
+
+
+# The layers, lowest first: a module may import its own layer and those below, never one above (a lazy
+# import inside a function counts too; ``if TYPE_CHECKING:`` imports, which never run, do not).
+LAYERS: list[set[str]] = [
+    {"errors", "files", "registry", "timing", "progress", "validation"},  # no package imports of note
+    {"config", "settings", "checkpoint"},                                 # what a run is, how it is stored
+    {"data", "models"},                                                   # corpora; cells and stacks
+    {"dynamics", "optim", "runtime"},                                     # spectra, optimizers, devices
+    {"sparsity", "tasks"},                                                # methods on models; what is learned
+    {"runs", "resume"},                                                   # the run directory and its state
+    {"train", "plots"},                                                   # the loop; figures
+    {"launch", "search", "deploy"},                                       # what runs trainings or ships them
+    {"integrations"},                                                     # other libraries' interfaces
+    {"cli", "__main__", "__init__"},                                      # the front doors
+]
+RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def runtime_imports(tree: ast.AST) -> list[tuple[str, int]]:
+    """``(module, line)`` of every ``sparsernn`` import that can run (skipping ``if TYPE_CHECKING:``)."""
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+               and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+               for n in ast.walk(node)}
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("sparsernn"):
+            names = [f"{node.module}.{a.name}" for a in node.names] if node.module == "sparsernn" else [node.module]
+            found += [(name, node.lineno) for name in names]
+        elif isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names if a.name.startswith("sparsernn")]
+    return found
+
+
+def test_every_top_level_module_has_a_layer():
+    tops = {layer_of(name) for name in modules()}
+    assert tops - set(RANK) == set(), "add the new module to LAYERS"
+
+
+def test_the_layer_check_sees_an_import_up_and_ignores_type_checking():
+    code = "from sparsernn.train import Trainer\nif TYPE_CHECKING:\n    from sparsernn.search import Search\n"
+    assert runtime_imports(ast.parse(code)) == [("sparsernn.train", 1)]
+
+
+def test_no_import_runs_up_the_layers():
+    upward = []
+    for name, path in modules().items():
+        mine = layer_of(name) if name != "sparsernn" else "__init__"
+        for target, line in runtime_imports(ast.parse(path.read_text())):
+            theirs = layer_of(target)
+            if theirs in RANK and RANK[theirs] > RANK.get(mine, len(LAYERS)):
+                upward.append(f"{path.relative_to(PACKAGE)}:{line} imports {target}")
+    assert not upward, "imports up the layers: " + "; ".join(upward)
+
+
+def test_no_source_file_over_450_lines_and_no_function_over_60():
+    long_files = [f"{path.relative_to(PACKAGE)} ({n})" for path in PACKAGE.rglob("*.py")
+                  if (n := len(path.read_text().splitlines())) > 450]
+    long_functions = [f"{path.relative_to(PACKAGE)}:{node.name} ({n})" for path in PACKAGE.rglob("*.py")
+                      for node in ast.walk(ast.parse(path.read_text()))
+                      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                      and (n := node.end_lineno - node.lineno + 1) > 60]
+    assert not long_files and not long_functions, f"too long: {long_files + long_functions}"
