@@ -33,15 +33,17 @@ def one_line(*args, code: int = 2) -> str:
 
 
 @pytest.mark.parametrize("storage, code, message", [
-    ("postgresql://nobody:secret@127.0.0.1:1/x", 1, "cannot open the database"),
+    ("postgresql://nobody:secret@127.0.0.1:1/x", 1, "--storage postgresql://nobody:***@127.0.0.1:1/x: cannot open"),
     ("sqlite:////nonexistent-dir/x.db", 2, "directory /nonexistent-dir does not exist"),
     ("notaurl", 2, "not a database URL"),
+    ("sqlite://:secret@/x", 2, "not a database URL"),
     ("foo://user@host/db", 2, "unknown database kind 'foo' (expected sqlite or postgresql)"),
 ])
 def test_bad_storages_are_one_line(synthetic_dir, tmp_path, storage, code, message):
     line = one_line("hyperprune", "--out", tmp_path / "s", "--storage", storage, "--data-dir", synthetic_dir,
                     code=code)
     assert message in line and "secret" not in line
+    assert "+psycopg" not in line  # the URL as the user wrote it, not the driver it is opened with
     assert not (tmp_path / "s").exists()  # nothing made for a search that could not start
 
 

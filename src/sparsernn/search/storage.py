@@ -36,17 +36,17 @@ def check_url(url: str) -> None:
         parsed = sa.engine.make_url(url)
         parsed.get_dialect()
     except exc.NoSuchModuleError:  # (an ArgumentError too)
-        raise ConfigError(f"--storage {url!r}: unknown database kind {url.split(':', 1)[0]!r} (expected sqlite or "
-                          "postgresql)") from None
+        raise ConfigError(f"--storage {_shown(url)!r}: unknown database kind {url.split(':', 1)[0]!r} (expected "
+                          "sqlite or postgresql)") from None
     except exc.ArgumentError:
-        raise ConfigError(f"--storage {url!r}: not a database URL (expected e.g. sqlite:///path/search.db or "
-                          "postgresql://user@host/db)") from None
+        raise ConfigError(f"--storage {_shown(url)!r}: not a database URL (expected e.g. sqlite:///path/search.db "
+                          "or postgresql://user@host/db)") from None
     except ImportError:
         raise _driver_missing(url) from None
 
 
 def _driver_missing(url: str) -> ConfigError:
-    return ConfigError(f"--storage {url.split('://')[0]}: its database driver is not installed (PostgreSQL: "
+    return ConfigError(f"--storage {_shown(url).split('://')[0]}: its database driver is not installed (PostgreSQL: "
                        "pip install 'sparsernn[postgres]')")
 
 
@@ -74,13 +74,16 @@ def open_study(url: str, study_name: str, create: bool) -> optuna.Study:
         elif not create:
             raise ConfigError(f"{path}: no search to resume here (no such database)")
         elif not path.parent.is_dir():
-            raise ConfigError(f"--storage {url!r}: directory {path.parent} does not exist")
+            raise ConfigError(f"--storage {_shown(url)!r}: directory {path.parent} does not exist")
     sampler = optuna.samplers.RandomSampler(seed=0)  # candidates are enqueued: the study's sampler never proposes
     try:
         if create:
             return optuna.create_study(study_name=study_name, storage=url, direction="minimize", load_if_exists=True,
                                        sampler=sampler)
         return optuna.load_study(study_name=study_name, storage=url, sampler=sampler)
+    except exc.ArgumentError as error:  # a URL SQLAlchemy parses but its dialect refuses (e.g. sqlite with a host)
+        reason = str(error).strip().splitlines()[0]
+        raise ConfigError(f"--storage {_shown(url)!r}: not a database URL of its kind ({reason})") from None
     except KeyError:
         raise ConfigError(f"--storage {_shown(url)}: holds no search named {study_name!r} to resume") from None
     except exc.DatabaseError as error:
@@ -93,10 +96,13 @@ def open_study(url: str, study_name: str, create: bool) -> optuna.Study:
 
 
 def _shown(url: str) -> str:
-    """The URL without its password."""
+    """The URL as the user gave it (``postgresql://``, not the driver ``storage_url`` names), without its
+    password."""
     import sqlalchemy as sa
 
     try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
+        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - only for the message
-        return url
+        shown = url
+    return "postgresql://" + shown.removeprefix("postgresql+psycopg://") if shown.startswith("postgresql+psycopg://") \
+        else shown
