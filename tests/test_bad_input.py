@@ -99,6 +99,8 @@ def test_search_spaces_that_would_search_something_else_are_refused(synthetic_di
     (["--method", "iss", "--lasso-lambda", "0.1,-2"], "must be >= 0"),
     (["--set", "train.epochs=abc", "--epochs", "1"], "--set train.epochs=abc: train.epochs: Input should be"),
     (["--hidden", "1000000000"], "does not fit in memory"),
+    # said before allocating: these weights would allocate (then swap) rather than fail at once
+    (["--hidden", "600000"], "does not fit in memory on cpu (10,729.3 GiB of weights, about 4x that to train;"),
 ])
 def test_train_options_are_each_checked(synthetic_dir, tmp_path, args, message):
     line = one_line("train", "--data-dir", synthetic_dir, "--epochs", "1", "--out", tmp_path / "r", *args,
