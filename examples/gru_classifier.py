@@ -48,7 +48,7 @@ def main(small: bool = False) -> dict[str, float]:
     xt, yt = make_data(n // 2, 12, 6, seed=1)
     model = Classifier(6, 8, hidden)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    lasso = sparsernn.group_lasso(model, optimizer, x[:4], lam=1e-2)
+    lasso = sparsernn.group_lasso(model, optimizer, x[:4], lasso_lambda=1e-2)
     for step in range(steps):
         batch = torch.randint(0, n, (64,))
         optimizer.zero_grad()

@@ -1,13 +1,18 @@
-"""Plug-ins from outside the package: a sparsity method, a search strategy and a sampler defined in this
-file register, run end to end through the CLI or the API, and appear in the listings, without a
+"""Plug-ins from outside the package: a sparsity method, a cell, a task, a search strategy and a sampler
+defined in this file register, run end to end through the CLI or the API, and appear in the listings, without a
 line of the package edited. (docs/architecture.md: the recipes these tests exercise.)"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from pydantic import Field
+
+from sparsernn.config import DataConfig
 
 from sparsernn.search import Search, SearchSettings
 from sparsernn.search.samplers import SAMPLERS, Sampler
@@ -17,6 +22,7 @@ from sparsernn.search.strategies._steps import start, train
 from sparsernn.sparsity import METHODS, Method
 from sparsernn.sparsity.masks import MaskedSparsifier
 from sparsernn.sparsity.registry import needs_density
+from sparsernn.tasks import Metric, Task
 
 from conftest import cli_in_process
 from test_search import FAST, base_config
@@ -184,3 +190,102 @@ def test_a_cell_defined_outside_trains_is_listed_and_its_jacobian_is_exact(softs
 
     expected = torch.autograd.functional.jacobian(step, torch.cat([hs[0][0], hs[1][0]]))
     torch.testing.assert_close(jacobian[0], expected, rtol=0, atol=1e-9)
+
+
+# --- a task: delayed recall, with settings of its own: read a stream of symbols, name the one `delay` steps back ---
+class RecallSettings(DataConfig):
+    """The data section of delayed recall (the shared fields, and its own)."""
+
+    delay: int = Field(2, gt=0, description="recall: how many steps back the target symbol is")
+    symbols: int = Field(6, ge=2, description="recall: alphabet size")
+    sequences: int = Field(320, gt=0, description="recall: training sequences (of data.bptt steps)")
+
+
+@dataclass
+class RecallData:
+    train: torch.Tensor  # (steps, sequences) symbol ids
+    valid: torch.Tensor
+    test: torch.Tensor
+
+
+class DelayedRecall(Task):
+    name = "delayed_recall"
+    description = "delayed recall of generated symbols, scored by recall accuracy (a test's plug-in)"
+    primary = Metric("recall", "max", percent=True)
+    settings = RecallSettings
+    corpus = RecallData
+
+    @classmethod
+    def load_data(cls, config):
+        d, generator = config.data, torch.Generator().manual_seed(config.train.seed)
+        split = [torch.randint(d.symbols, (d.bptt, n), generator=generator) for n in (d.sequences, 64, 64)]
+        return RecallData(*split), Path(d.dir or "."), None
+
+    def __init__(self, config, corpus: RecallData, device="cpu") -> None:
+        self.corpus, self.data, self.device = corpus, config.data, torch.device(device)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.corpus.train.size(1) // self.data.batch_size
+
+    def build_model(self, config):
+        from sparsernn.models.lm import RNNLanguageModel
+
+        return RNNLanguageModel(config, self.data.symbols)
+
+    @classmethod
+    def model_from_meta(cls, config, meta):
+        from sparsernn.models.lm import RNNLanguageModel
+
+        return RNNLanguageModel(config, meta["symbols"])
+
+    def _loss(self, model, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = inputs.to(self.device)
+        logits, _ = model(inputs, model.init_state(inputs.size(1)))
+        delay = self.data.delay
+        logits, targets = logits[delay:].reshape(-1, logits.size(-1)), inputs[:-delay].reshape(-1)
+        return torch.nn.functional.cross_entropy(logits, targets), (logits.argmax(-1) == targets).float().mean()
+
+    def training_loss(self, model, epoch: int, step: int):
+        batch = self.corpus.train[:, step * self.data.batch_size:(step + 1) * self.data.batch_size]
+        return self._loss(model, batch)[0], batch.numel()
+
+    @torch.no_grad()
+    def evaluate(self, model, split: str) -> dict[str, float]:
+        model.eval()
+        loss, recall = self._loss(model, getattr(self.corpus, split))
+        return {"loss": float(loss), "recall": float(recall)}
+
+    def lyapunov_inputs(self, samples: int, steps: int) -> torch.Tensor:
+        return self.corpus.valid[:steps, :samples].T
+
+    def meta(self) -> dict[str, Any]:
+        return {"symbols": self.data.symbols}
+
+
+@pytest.fixture
+def delayed_recall(monkeypatch):
+    from sparsernn.tasks import TASKS
+
+    monkeypatch.setitem(TASKS._entries, DelayedRecall.name, DelayedRecall)
+    return DelayedRecall
+
+
+def test_a_task_defined_outside_trains_through_the_cli_with_its_own_settings_and_is_listed(delayed_recall, tmp_path):
+    result = cli_in_process("train", "--preset", "tiny", "--task", "delayed_recall", "--set", "data.delay=1",
+                            "--batch-size", "16", "--bptt", "8", "--hidden", "16,16", "--optimizer", "adam", "--lr", "0.02", "--epochs", "3",
+                            "--method", "rigl", "--density", "0.5", "--data-dir", tmp_path, "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert "recall" in result.stdout  # the task's primary metric, as the task formats it
+    from sparsernn.runs import load_model
+
+    model, config, _, meta = load_model(tmp_path / "run")
+    assert meta["kind"] == "delayed_recall" and type(config.data) is RecallSettings and config.data.delay == 1
+    assert config.sparsity.method == "rigl" and config.data.symbols == 6  # its settings' default, recorded
+    results = __import__("json").loads((tmp_path / "run" / "results.json").read_text())
+    assert results["test_recall"] > 0.6  # it learned to recall (chance: 1/6)
+    listing = cli_in_process("tasks")
+    assert listing.returncode == 0 and "delayed_recall" in listing.stdout and "delay: 2" in listing.stdout
+    # its settings belong to it: another task refuses them, naming the field
+    refused = cli_in_process("train", "--preset", "tiny", "--set", "data.delay=1", "--print-config")
+    assert refused.returncode != 0 and "data.delay: delay is not used by task lm" in refused.stderr

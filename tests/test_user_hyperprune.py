@@ -146,6 +146,70 @@ def test_a_crashing_objective_fails_its_candidate_in_one_line(tmp_path):
     assert all("out of batteries" in row["failed"] for row in Search(tmp_path / "s").rows())
 
 
+USER_SPACE = {"density": 0.5, "choices": {"method": ["static", "rigl"], "user.width": [4, 6]},
+              "ranges": {"user.lr": {"low": 0.1, "high": 1.0, "log": True}}, "fixed": {"update_every": 2,
+                                                                                     "user.dropout": 0.1}}
+
+
+def test_the_users_own_hyperparameters_are_searched_beside_the_methods(tmp_path):
+    """``user.*`` keys of the space (a learning rate, a width, a dropout) reach the objective as
+    ``candidate.user``, sampled and ranked with the method's settings; sparsify sees none of them."""
+    data = torch.randint(0, VOCAB, (4, 9), generator=torch.Generator().manual_seed(0))
+    seen: dict[str, dict] = {}
+
+    def objective(candidate: Candidate, epoch: int):
+        if candidate.state is None:
+            seen[candidate.name] = dict(candidate.user)
+            hp = {"width": 6, "lr": 0.5, "dropout": 0.0, **candidate.user}  # the reference: the defaults
+            torch.manual_seed(0)
+            model = _Sized(hp["width"], hp["dropout"])
+            opt = torch.optim.SGD(model.parameters(), lr=hp["lr"])
+            sparse = None if candidate.dense else sparsernn.sparsify(
+                model, opt, total_steps=EPOCHS * STEPS, steps_per_epoch=STEPS, **candidate.sparsify_settings)
+            candidate.state = model, opt, sparse
+        model, opt, sparse = candidate.state
+        loss_of = lambda: nn.functional.cross_entropy(model(data[:, :-1]).reshape(-1, VOCAB), data[:, 1:].reshape(-1))
+        for _ in range(STEPS if epoch else 0):
+            opt.zero_grad()
+            loss_of().backward()
+            opt.step()
+            if sparse is not None:
+                sparse.step()
+        with torch.no_grad():
+            return model, float(loss_of())
+
+    result = sparsernn.hyperprune(objective, USER_SPACE, inputs=INPUTS, out=tmp_path / "s", **FAST)
+    assert seen.pop("reference") == {}
+    assert len(seen) >= FAST["n"] and all(set(hp) == {"lr", "width", "dropout"} for hp in seen.values())
+    assert all(0.1 <= hp["lr"] <= 1.0 and hp["width"] in (4, 6) and hp["dropout"] == 0.1 for hp in seen.values())
+    assert len({hp["lr"] for hp in seen.values()}) == len(seen)  # sampled per candidate
+    assert {key: result.params[f"user.{key}"] for key in ("lr", "width", "dropout")} == seen[result.winner]
+    assert result.model.emb.embedding_dim == seen[result.winner]["width"]
+
+
+class _Sized(nn.Module):
+    def __init__(self, width: int, dropout: float) -> None:
+        super().__init__()
+        self.emb, self.drop = nn.Embedding(VOCAB, width), nn.Dropout(dropout)
+        self.rnn, self.fc = nn.LSTM(width, width, batch_first=True), nn.Linear(width, VOCAB)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(self.rnn(self.drop(self.emb(x)))[0]))
+
+
+def test_user_hyperparameters_are_refused_by_the_toolkits_own_search_and_named_properly(tmp_path):
+    from sparsernn.config import validate
+
+    space = sparsernn.search.SearchSpace.model_validate(USER_SPACE)
+    assert space.user_keys() == ["user.width", "user.lr", "user.dropout"]
+    base = validate({"train": {"epochs": 6, "device": "cpu"}}, "test")
+    with pytest.raises(ConfigError, match=r"^space: user.width: a hyperparameter of a user's own objective") as info:
+        Search(tmp_path / "t", space, base)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"hyperprune space: .*user.a.b: not a config field"):
+        sparsernn.hyperprune(lambda c, e: None, {**USER_SPACE, "fixed": {"user.a.b": 1}}, epochs=2)
+
+
 # ---- LSPruner in a plain Optuna study --------------------------------------------------------------
 
 REFERENCE = {step: [0.0, -0.5, -1.0, -2.0] for step in (1, 2, 3)}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from sparsernn import settings as _settings
+
 # the one place the version is written: pyproject.toml reads it from here (hatch), checkpoints record it
 __version__ = "0.3.0"
 
@@ -33,6 +35,10 @@ _EXPORTS = {
 }
 
 __all__ = ["__version__", *_EXPORTS]
+
+# the packages whose import registers the built-in methods, cells and tasks with their settings models:
+# imported when a config first asks for one (config.py names none of them)
+_settings.provide(sparsity="sparsernn.sparsity", model="sparsernn.models.cells", data="sparsernn.tasks")
 
 
 def __getattr__(name: str) -> Any:

@@ -4,6 +4,10 @@ A run is described by one ``RunConfig``: ``data``, ``model``, ``optim`` and ``tr
 It is resolved in layers, later ones winning: a named preset (``configs/<name>.yaml``), a YAML
 config file, then command-line overrides given as dotted field paths (``optim.lr=20``).
 
+``data``, ``model`` and ``sparsity`` hold the settings model that their task, cell and method own
+(``sparsity: {method: rigl, density: 0.33, death: magnitude, ...}``): this module declares the fields
+they share and asks ``settings.FAMILIES`` for the model a name selects; it imports no model code.
+
 Learning rates and clip norms are for the **per-token mean** cross-entropy loss. The papers built
 on the TensorFlow PTB tutorial (Zaremba et al. 2014) sum the loss over the BPTT steps and average
 it over the batch; their gradients are ``bptt`` times ours, so their ``lr`` becomes ``lr * bptt``
@@ -14,40 +18,34 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sparsernn.errors import ConfigError
 from sparsernn.files import load_yaml
+from sparsernn.settings import (CELL_SETTINGS, FAMILIES, METHOD_SETTINGS, TASK_SETTINGS, PluginSettings, Settings,
+                                SettingsFamily)
 from sparsernn.validation import read_yaml_file, validation_line
 
-
-class _Section(BaseModel):
-    # no field of a run is infinite or NaN: 1e999 (YAML's inf) is refused where it is written
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-    @field_validator("*")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        """A NUL character (YAML's "\\0") is in no name or path: refused where it is written, not met as a crash
-        when the path is opened."""
-        if isinstance(value, str) and "\0" in value:
-            raise ValueError(f"contains a NUL character, which no name or path can: {value!r}")
-        return value
+_Section = Settings  # the sections of a run: unknown keys refused, assignments checked, no inf, NaN or NUL
 
 
-class DataConfig(_Section):
+class DataConfig(PluginSettings):
+    """The data section: the shared fields; a task's own settings model (``TASK_SETTINGS``) adds its own."""
+
+    family: ClassVar[SettingsFamily | None] = TASK_SETTINGS
     dir: str | None = Field(
         None,
         description="corpus directory with train/valid/test files; None searches $SPARSERNN_DATA/ptb, "
         "./data/ptb, ../shared/data/ptb, then falls back to a generated corpus",
+        json_schema_extra={"option": "--data-dir"},
     )
     batch_size: int = Field(20, gt=0, description="parallel streams in training")
     eval_batch_size: int = Field(10, gt=0, description="parallel streams in validation/test")
     bptt: int = Field(20, gt=0, description="unrolled steps per training window")
-    task: Literal["lm", "tagging"] = Field("lm", description="lm: language modelling (PTB) | tagging: sequence "
-                                           "tagging (WSJ POS, two-column CoNLL files)")
+    task: str = Field("lm", description="what is learned, a name in the task registry: lm (language modelling, "
+                      "PTB) | tagging (sequence tagging, WSJ POS, two-column CoNLL files) | any registered task")
     epoch_tokens: int | None = Field(
         None, gt=0, description="cap on training tokens per epoch (successive epochs take successive slices)"
     )
@@ -58,10 +56,15 @@ class DataConfig(_Section):
         "a model sees the same text many times, so that it can overfit and regularisation matters)")
 
 
-class ModelConfig(_Section):
+class ModelConfig(PluginSettings):
+    """The model section: the fields every cell shares; a cell with options of its own (rhn's depth,
+    block_lstm's segments) registers a subclass with them (``Cell.settings``), which ``cell`` selects."""
+
+    family: ClassVar[SettingsFamily | None] = CELL_SETTINGS
     cell: str = Field("lstm", description="recurrent cell type, a name in the cell registry (sparsernn cells)")
     hidden_sizes: list[int] = Field(default_factory=lambda: [200, 200], min_length=1,
-                                    description="per-layer hidden sizes, e.g. 373,315")
+                                    description="per-layer hidden sizes, e.g. 373,315",
+                                    json_schema_extra={"option": "--hidden"})
     embedding_size: int | None = Field(None, gt=0, description="None: the first layer's hidden size")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on embeddings, between layers and before the decoder")
     tie_weights: bool = Field(False, description="share the embedding and decoder weights")
@@ -86,32 +89,6 @@ class ModelConfig(_Section):
                                "fresh mask per forward pass (AWD-LSTM's wdrop); fused kernels kept")
     projection_size: int | None = Field(None, gt=0, description="tagger: a tanh layer of this size between the "
                                         "recurrent layers and the tag softmax (Demeester et al.: 10)")
-    depth: int = Field(1, gt=0, description="rhn: recurrence depth, micro-layers per time step")
-    transform_bias: float = Field(-2.0, description="rhn: initial bias of the transform gate T (negative: carry)")
-    recurrent_dropout: float = Field(
-        0.0, ge=0.0, lt=1.0, description="rhn: dropout on the state entering each micro-layer, one mask per sequence")
-    segments: list[int] = Field(
-        default_factory=lambda: [1], min_length=1,
-        description="block_lstm: parallel LSTMs per layer (one value for all layers, or one per layer)")
-    gamma: list[float] = Field(
-        default_factory=lambda: [1.0], min_length=1,
-        description="block_lstm: fraction of the layer's input each segment reads (one value, or one per layer)")
-    block_form: Literal["parallel", "masked"] = Field(
-        "parallel", description="block_lstm: parallel LSTMs (stores only the blocks) | masked dense LSTM")
-
-    def segments_of(self, layer: int) -> int:
-        return self.segments[layer] if len(self.segments) > 1 else self.segments[0]
-
-    def gamma_of(self, layer: int) -> float:
-        return self.gamma[layer] if len(self.gamma) > 1 else self.gamma[0]
-
-    @field_validator("cell")
-    @classmethod
-    def _known_cell(cls, name: str) -> str:
-        from sparsernn.models.cells import CELLS  # the registry of cell types; it imports nothing of ours
-
-        CELLS[name]  # raises "unknown cell ..., expected one of ..."
-        return name
 
     @field_validator("hidden_sizes")
     @classmethod
@@ -119,34 +96,6 @@ class ModelConfig(_Section):
         if any(h <= 0 for h in sizes):
             raise ValueError("every hidden size must be positive")
         return sizes
-
-    @model_validator(mode="after")
-    def _cell_options(self) -> ModelConfig:
-        from sparsernn.models.cells import CELLS
-
-        reads = CELLS[self.cell].options
-        for name in ("depth", "transform_bias", "recurrent_dropout", "segments", "gamma", "block_form"):
-            default = type(self).model_fields[name].get_default(call_default_factory=True)
-            if name not in reads and getattr(self, name) != default:
-                raise ValueError(f"{name} is not used by cell {self.cell} (it reads "
-                                 f"{', '.join(reads) or 'no cell option'})")
-        return self
-
-    @model_validator(mode="after")
-    def _per_layer_lengths(self) -> ModelConfig:
-        for name in ("segments", "gamma"):
-            values = getattr(self, name)
-            if len(values) not in (1, len(self.hidden_sizes)):
-                raise ValueError(f"{name}: {len(values)} values for {len(self.hidden_sizes)} layers "
-                                 "(give one for all, or one per layer)")
-        if any(not 0.0 < g <= 1.0 for g in self.gamma):
-            raise ValueError(f"gamma: every value must be in (0, 1], got {self.gamma}")
-        if any(n < 1 for n in self.segments):
-            raise ValueError(f"segments: every value must be at least 1, got {self.segments}")
-        for layer, hidden in enumerate(self.hidden_sizes):
-            if self.segments_of(layer) > hidden:
-                raise ValueError(f"segments: {self.segments_of(layer)} segments for layer {layer + 1} of {hidden} units")
-        return self
 
     @model_validator(mode="after")
     def _sparse_embedding(self) -> ModelConfig:
@@ -168,7 +117,8 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    name: Literal["sgd", "adam", "asgd", "nt_asgd"] = Field("sgd", description="sgd | adam | asgd | nt_asgd")
+    name: Literal["sgd", "adam", "asgd", "nt_asgd"] = Field("sgd", description="sgd | adam | asgd | nt_asgd",
+                                                            json_schema_extra={"option": "--optimizer"})
     lr: float = Field(20.0, gt=0.0, description="for the per-token mean loss")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty")
@@ -191,73 +141,50 @@ class TrainConfig(_Section):
     init_from: str | None = Field(None, description="start from this checkpoint's weights (fine-tuning)")
 
 
-class SparsityConfig(_Section):
-    """How the model is made sparse. Fields left unset take the method's defaults: each method in the
-    registry of sparsity methods (``sparsernn.sparsity.METHODS``) fills and checks its own fields, and
-    the run records the filled-in config it trained with."""
+class SparsityConfig(PluginSettings):
+    """How the model is made sparse: the settings every method carries. Each method in the registry of
+    sparsity methods (``sparsernn.sparsity.METHODS``) owns a subclass with its own settings and their
+    defaults (``Method.settings``), which ``method`` selects; the method's ``resolve`` derives what
+    follows from the rest of the run, and the run records the filled-in config it trained with."""
 
+    family: ClassVar[SettingsFamily | None] = METHOD_SETTINGS
     method: str = Field("dense", description="sparsity method, a name in the method registry (sparsernn methods)")
     density: float = Field(1.0, gt=0.0, le=1.0, description="fraction of prunable weights kept (1 - sparsity)")
     prunable: list[Literal["embedding", "recurrent", "decoder"]] = Field(
         default_factory=lambda: ["embedding", "recurrent", "decoder"], min_length=1,
         description="weights that masks cover: some of embedding,recurrent,decoder")
-    init: Literal["uniform", "er"] | None = Field(None, description="initial per-matrix densities: uniform | er")
-    death: Literal["magnitude", "set", "threshold", "global_magnitude"] | None = Field(
-        None, description="prune mode: magnitude | set | threshold | global_magnitude")
-    growth: Literal["random", "gradient", "momentum"] | None = Field(
-        None, description="regrowth mode: random | gradient | momentum")
-    redistribution: Literal["none", "magnitude", "nonzeros", "momentum"] | None = Field(
-        None, description="regrowth budget across matrices: none | magnitude | nonzeros | momentum")
-    death_rate: float | None = Field(None, ge=0.0, le=1.0, description="initial fraction of active weights pruned")
-    death_rate_min: float | None = Field(None, ge=0.0, le=1.0, description="death rate at the stop (cosine)")
-    update_every: int | Literal["epoch"] | None = Field(None, description="steps between mask updates, or epoch")
-    stop_epoch: int | None = Field(None, gt=0, description="no mask updates after this epoch")
-    start_epoch: int | None = Field(None, gt=0, description="gmp: pruning starts after this many epochs, +1")
-    end_epoch: int | None = Field(None, gt=0, description="gmp: target density reached at the end of this epoch")
-    lasso_lambda: float | list[float] | None = Field(
-        None, description="iss/l1: regularisation weight, global or one per recurrent layer (per-token mean loss: "
-        "the ISS paper's values, for the loss summed over bptt steps, divided by bptt)")
-    lasso_update: Literal["proximal", "subgradient"] | None = Field(
-        None, description="iss/l1: proximal (group soft-threshold after each step, the default) | subgradient "
-        "(the ISS paper: lambda*dR/dw in the gradient, then zero_threshold)")
-    zero_threshold: float | None = Field(
-        None, ge=0.0, description="iss/l1: weights below this are zeroed after each step (default 1e-4 with "
-        "subgradient, 0 with proximal; sparsernn iss tau CKPT finds the paper's)")
-    group_biases: bool = Field(False, description="iss: include the gate biases in each component")
-    target_units: list[int] | None = Field(
-        None, description="iss: components to keep per recurrent layer (one value for all), reached by "
-        "steering lasso_lambda")
-    target_multiply_adds: float | None = Field(
-        None, gt=0.0, le=1.0, description="iss: keep this fraction of the recurrent multiply-adds (0.25: about 4x "
-        "fewer), every layer narrowed alike")
-    target_epoch: int | None = Field(None, gt=0, description="iss: epoch whose end the target is reached by "
-                                     "(default 3/4 of train.epochs)")
 
-    @field_validator("lasso_lambda")
-    @classmethod
-    def _non_negative_lambda(cls, value: float | list[float] | None) -> float | list[float] | None:
-        values = value if isinstance(value, list) else [] if value is None else [value]
-        if any(not v >= 0 for v in values):  # "not >=" catches NaN too
-            raise ValueError(f"must be >= 0 (a negative penalty would grow the weights), got {value}")
-        return value
 
-    @field_validator("update_every")
-    @classmethod
-    def _positive_interval(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, int) and value <= 0:
-            raise ValueError("must be a positive number of steps or 'epoch'")
-        return value
+SparsitySettings = SparsityConfig  # the base of every method's settings model
+TASK_SETTINGS.base, CELL_SETTINGS.base, METHOD_SETTINGS.base = DataConfig, ModelConfig, SparsityConfig
 
 
 class RunConfig(_Section):
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    """A run: its sections. ``data``, ``model`` and ``sparsity`` hold the settings model that their task,
+    cell and method name (looked up in ``settings.FAMILIES`` when validated)."""
+
+    data: SerializeAsAny[DataConfig] = Field(default_factory=DataConfig)
+    model: SerializeAsAny[ModelConfig] = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
-    sparsity: SparsityConfig = Field(default_factory=SparsityConfig)
+    sparsity: SerializeAsAny[SparsityConfig] = Field(default_factory=SparsityConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("data", "model", "sparsity", mode="before")
+    @classmethod
+    def _plugin_settings(cls, value: Any, info: ValidationInfo) -> Any:
+        return FAMILIES[info.field_name].select(value)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def section_fields(section: str) -> dict[str, Any]:
+    """The fields a config section can hold, by name (``FieldInfo``s): a plug-in section's are those of
+    every registered plug-in's settings model (the shared ones first)."""
+    family = FAMILIES.get(section)
+    if family is not None:
+        return family.fields()
+    return dict(RunConfig.model_fields[section].annotation.model_fields)
 
 
 def presets_dir() -> Path:
@@ -330,10 +257,14 @@ def validate(data: dict[str, Any], source: str = "config") -> RunConfig:
 
 def check_field(dotted: str, value: Any, source: str) -> None:
     """One field's value checked against its own declaration (whatever the other fields are), so a
-    value a later layer replaces is still checked, and named by its ``source``."""
+    value a later layer replaces is still checked, and named by its ``source``. A plug-in's setting
+    (``sparsity.death``) is checked as the first plug-in that declares it declares it."""
     section, _, name = dotted.partition(".")
+    family = FAMILIES.get(section)
+    owners = family.declaring(name) if family is not None and name != family.key else []
+    data = {name: value, **({family.key: owners[0]} if owners and name not in family.base.model_fields else {})}
     try:
-        validate({section: {name: value}}, source)
+        validate({section: data}, source)
     except ConfigError as exc:
         problem = str(exc).removeprefix(f"{source}: ")
         if problem.startswith(dotted):  # not a cross-field check against the defaults it was checked with
@@ -405,6 +336,12 @@ def upgrade_stored_config(config: dict[str, Any]) -> dict[str, Any]:
 
     - 0.2 stored ``sparsity.zero_threshold: 1e-4`` for every method; only iss and l1 read it.
     - 0.2's group Lasso and L1 ran the subgradient update (proximal is the default from 0.3).
+
+    Every config read, stored or not, is also upgraded where it is validated (``settings.SettingsFamily``):
+    up to 0.3 the ``sparsity`` and ``model`` sections held every method's and cell's fields, unset ones
+    ``null`` (or their one default); those are dropped, so a flat config loads as the nested settings of
+    its method and cell and compares equal to the config built today from the same choices (resume
+    compares them); the task names of 0.3's checkpoints (``language-model``, ``tagger``) read as today's.
     """
     sparsity = dict(config.get("sparsity") or {})
     if not sparsity:

@@ -43,7 +43,9 @@ def plot_zero_pattern(model, path: str | Path, max_pixels: int = 600) -> Path:
     import torch
 
     plt = pyplot()
-    names = [f"{layer.module}.{name}" for layer in model.recurrent_stack()
+    from sparsernn.models.discovery import discover
+
+    names = [f"{layer.module}.{name}" for layer in discover(model)
              for name in layer.spec.weights(model.get_submodule(layer.module))]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 4), dpi=120)
     for ax, name in zip(list(axes) if len(names) > 1 else [axes], names):

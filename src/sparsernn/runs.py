@@ -33,6 +33,7 @@ from sparsernn import checkpoint
 from sparsernn.config import RunConfig, resolve_config, upgrade_stored_config, validate
 from sparsernn.errors import CheckpointError, ConfigError, SparsernnError
 from sparsernn.files import atomic_write_text, ensure_directory
+from sparsernn.settings import TASK_SETTINGS
 from sparsernn.sparsity.masks import strip_masks
 from sparsernn.tasks import TASKS
 
@@ -154,7 +155,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
 
     path = model_path(path)
     tensors, meta = checkpoint.load(path, device)
-    kind = meta.get("kind")
+    kind = TASK_SETTINGS.canonical(meta.get("kind"))  # the names of sparsernn <= 0.3 too ("language-model")
     if not isinstance(kind, str) or kind not in TASKS:
         raise CheckpointError(f"{path}: unknown checkpoint kind {kind!r}; expected one of {', '.join(TASKS.names())}")
     if not isinstance(meta.get("config"), dict):
@@ -212,12 +213,14 @@ def resume_config(run: RunDir, overrides: dict[str, Any] | None = None) -> Resum
         data.setdefault(section, {})[leaf] = value
     config = validate(data, f"{run / LAST} config + overrides")
     before, after = flatten_fields(stored.to_dict()), flatten_fields(config.to_dict())
-    changed = {name: (before[name], after[name]) for name in after if before.get(name) != after[name]}
+    # a field only one side has is a setting of a method (or cell) the other does not use
+    changed = {name: (before.get(name), after.get(name)) for name in {**after, **before}
+               if before.get(name) != after.get(name)}
     refused = sorted((name for name in changed if name not in SAFE_ON_RESUME), key=lambda n: n != "train.epochs")
     if refused:  # the horizon first: other fields (a DST stop epoch) may only follow from it
         name = refused[0]
         raise ConfigError(f"{name}: cannot change when resuming {run} (it would no longer continue the same run; "
-                          f"was {before[name]!r}, asked {after[name]!r}); on resume only "
+                          f"was {before.get(name)!r}, asked {after.get(name)!r}); on resume only "
                           f"{', '.join(SAFE_ON_RESUME)} may change")
     return Resumption(config, changed)
 

@@ -27,6 +27,7 @@ app.command()(analysis.match)
 app.command()(listings.presets)
 app.command()(listings.methods)
 app.command()(listings.cells)
+app.command()(listings.tasks)
 data_app.command("verify")(data.data_verify)
 data_app.command("download")(data.data_download)
 

@@ -136,7 +136,7 @@ def compact(
     refuse_overwriting_inputs("--out", out_path, [ckpt, path])
     model, cfg, _, meta = load_model(path)
     try:
-        small = compact_removable(model, cfg.sparsity.zero_threshold)
+        small = compact_removable(model, getattr(cfg.sparsity, "zero_threshold", None))  # iss/l1's setting
     except Failure as exc:
         raise Failure(f"{path}: {exc}") from None
     except ValueError as exc:

@@ -1,5 +1,6 @@
-"""Options generated from settings models: ``train``'s config-field options (``TRAIN_OPTION_FIELDS``,
-with the config's own field descriptions as help) and ``hyperprune``'s search and cluster settings.
+"""Options generated from settings models: ``train``'s config-field options (``TRAIN_OPTION_FIELDS``, one
+per field of the run config's sections and of every registered method's, cell's and task's settings
+model, with the fields' own descriptions as help) and ``hyperprune``'s search and cluster settings.
 
 An option's text is parsed like a YAML value (comma lists split for list fields), checked against its
 field alone so a bad one is named by its option, and the whole config is validated once after that;
@@ -16,73 +17,26 @@ from typing import Annotated, Any, Optional
 import typer
 
 from sparsernn.errors import ConfigError, SparsernnError
+from sparsernn.settings import FAMILIES
 
-# train option -> the config field it sets (help text and type come from the field itself)
-TRAIN_OPTION_FIELDS = {
-    "--data-dir": "data.dir",
-    "--task": "data.task",
-    "--batch-size": "data.batch_size",
-    "--eval-batch-size": "data.eval_batch_size",
-    "--bptt": "data.bptt",
-    "--epoch-tokens": "data.epoch_tokens",
-    "--train-tokens": "data.train_tokens",
-    "--cell": "model.cell",
-    "--hidden": "model.hidden_sizes",
-    "--embedding-size": "model.embedding_size",
-    "--dropout": "model.dropout",
-    "--tie-weights": "model.tie_weights",
-    "--init-range": "model.init_range",
-    "--variational-dropout": "model.variational_dropout",
-    "--dropout-input": "model.dropout_input",
-    "--dropout-hidden": "model.dropout_hidden",
-    "--dropout-output": "model.dropout_output",
-    "--embedding-dropout": "model.embedding_dropout",
-    "--weight-drop": "model.weight_drop",
-    "--embedding-density": "model.embedding_density",
-    "--embedding-sort": "model.embedding_sort",
-    "--embedding-bins": "model.embedding_bins",
-    "--projection-size": "model.projection_size",
-    "--depth": "model.depth",
-    "--transform-bias": "model.transform_bias",
-    "--recurrent-dropout": "model.recurrent_dropout",
-    "--segments": "model.segments",
-    "--gamma": "model.gamma",
-    "--block-form": "model.block_form",
-    "--optimizer": "optim.name",
-    "--lr": "optim.lr",
-    "--momentum": "optim.momentum",
-    "--weight-decay": "optim.weight_decay",
-    "--clip": "optim.clip",
-    "--lr-decay": "optim.lr_decay",
-    "--decay-start-epoch": "optim.decay_start_epoch",
-    "--nonmono": "optim.nonmono",
-    "--method": "sparsity.method",
-    "--density": "sparsity.density",
-    "--prunable": "sparsity.prunable",
-    "--sparse-init": "sparsity.init",
-    "--death": "sparsity.death",
-    "--growth": "sparsity.growth",
-    "--redistribution": "sparsity.redistribution",
-    "--death-rate": "sparsity.death_rate",
-    "--death-rate-min": "sparsity.death_rate_min",
-    "--update-every": "sparsity.update_every",
-    "--stop-epoch": "sparsity.stop_epoch",
-    "--start-epoch": "sparsity.start_epoch",
-    "--end-epoch": "sparsity.end_epoch",
-    "--lasso-lambda": "sparsity.lasso_lambda",
-    "--lasso-update": "sparsity.lasso_update",
-    "--zero-threshold": "sparsity.zero_threshold",
-    "--group-biases": "sparsity.group_biases",
-    "--target-units": "sparsity.target_units",
-    "--target-multiply-adds": "sparsity.target_multiply_adds",
-    "--target-epoch": "sparsity.target_epoch",
-    "--init-from": "train.init_from",
-    "--epochs": "train.epochs",
-    "--seed": "train.seed",
-    "--device": "train.device",
-    "--log-interval": "train.log_interval",
-    "--checkpoint-every": "train.checkpoint_every",
-}
+SECTIONS = ("data", "model", "optim", "sparsity", "train")
+
+
+def _train_option_fields() -> dict[str, str]:
+    """train option -> the config field it sets, one per field of every section, plug-ins' settings
+    included (``--death``: ``sparsity.death``): ``--field-name``, or the ``option`` a field declares
+    (``json_schema_extra``: ``--hidden`` for ``model.hidden_sizes``). Help text and type come from the field."""
+    from sparsernn.config import section_fields
+
+    options: dict[str, str] = {}
+    for section in SECTIONS:
+        for name, info in section_fields(section).items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            options.setdefault(extra.get("option", f"--{name.replace('_', '-')}"), f"{section}.{name}")
+    return options
+
+
+TRAIN_OPTION_FIELDS = _train_option_fields()
 
 # hyperprune option -> the SearchSettings field it sets
 SEARCH_OPTION_FIELDS = {f"--{name.replace('_', '-')}": name for name in
@@ -111,10 +65,10 @@ def _parameter_name(option: str) -> str:
 
 
 def _field(dotted: str):
-    from sparsernn.config import RunConfig
+    from sparsernn.config import section_fields
 
     section, name = dotted.split(".")
-    return RunConfig.model_fields[section].annotation.model_fields[name]
+    return section_fields(section)[name]
 
 
 def _accepts(annotation: Any, kind: type) -> bool:
@@ -154,10 +108,13 @@ def _check_option(option: str, text: Any, value: Any) -> None:
     """The option's own value checked against its field alone, so a bad one is named by its option."""
     from sparsernn.config import check_field
 
+    dotted = TRAIN_OPTION_FIELDS[option]
     try:
-        check_field(TRAIN_OPTION_FIELDS[option], value, "")
+        check_field(dotted, value, "")
     except ConfigError as exc:
-        raise SparsernnError(f"{option} {text!r}: {str(exc).removeprefix(': ')}") from None
+        section, _, name = dotted.partition(".")
+        named = section in FAMILIES and FAMILIES[section].key == name  # "unknown cell 'x'" quotes it already
+        raise SparsernnError(f"{option}{'' if named else f' {text!r}'}: {str(exc).removeprefix(': ')}") from None
 
 
 def _train_option(option: str, dotted: str) -> inspect.Parameter:
@@ -165,14 +122,9 @@ def _train_option(option: str, dotted: str) -> inspect.Parameter:
     info = _field(dotted)
     section = dotted.split(".")[0]
     help_text = info.description or ""
-    if dotted == "sparsity.method":
-        from sparsernn.sparsity import METHODS
-
-        help_text = " | ".join(METHODS.names())
-    elif dotted == "model.cell":
-        from sparsernn.models.cells import CELLS
-
-        help_text = " | ".join(CELLS.names())
+    family = FAMILIES.get(section)
+    if family is not None and dotted == f"{section}.{family.key}":  # --method, --cell, --task: the names
+        help_text = " | ".join(family.names())
     if info.annotation is bool:
         kind, decl = Optional[bool], typer.Option(f"{option}/--no-{option[2:]}", help=help_text,
                                                   rich_help_panel=f"Config: {section}")

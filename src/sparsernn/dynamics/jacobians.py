@@ -20,15 +20,16 @@ from torch import nn
 from sparsernn.errors import DiscoveryError
 from sparsernn.models.cells import CELLS, CellJacobian, CellParams
 from sparsernn.models.cells.base import new_basis
+from sparsernn.models.discovery import discover
 from sparsernn.models.stack import RecurrentLayer
 
 
 def stack_params(model: nn.Module, dtype: torch.dtype | None = None,
                  stack: tuple[RecurrentLayer, ...] | None = None) -> list[CellParams]:
-    """The weights of every layer of ``stack`` (default: ``model.recurrent_stack()``), cast to ``dtype``;
+    """The weights of every layer of ``stack`` (default: ``discover(model)``), cast to ``dtype``;
     a layer of a multi-layer PyTorch module reads its own ``*_l{index}`` weights."""
     params = []
-    stack = model.recurrent_stack() if stack is None else stack
+    stack = discover(model) if stack is None else stack
     for position, layer in enumerate(stack):
         # a bidirectional last layer (a tagger's BiLSTM) contributes its forward direction, the state it
         # carries left to right; one that feeds another layer hands it the future, no forward system

@@ -41,7 +41,7 @@ from torch import nn
 
 from sparsernn.dynamics.jacobians import initial_states, stack_params, stack_step, stack_times, state_sizes
 from sparsernn.models.cells import CellParams
-from sparsernn.models.discovery import chain_check, trace_stack
+from sparsernn.models.discovery import chain_check, declares_stack, trace_stack
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def _check_options(state: str, basis: str, qr_every: int, orthonormalization: st
 def _driven_stack(model: nn.Module, sequences: Any, dtype: torch.dtype) -> tuple[list[CellParams], torch.Tensor]:
     """The stack's weights and its ``(K, T, I)`` input: the toolkit's model states its stack and embeds
     token ids itself; a user's module is discovered, its first layer's input captured by a hook."""
-    if hasattr(model, "recurrent_stack"):
+    if declares_stack(model):
         layers = stack_params(model, dtype)
         device = layers[0].w_hh.device
         if sequences.dtype in (torch.int64, torch.int32):

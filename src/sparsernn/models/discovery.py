@@ -14,7 +14,10 @@ for a user's module it is found here from the module and an example input:
   autograd graph: the result of the model must no longer depend on the tagged outputs. Anything that
   still does (a residual, a norm, an activation, a state handed to a decoder) is an other reader of the
   units, which is refused with a one-line ``DiscoveryError`` naming the module;
-- a ``nn.Embedding`` whose weight is a receiving Linear's weight (tied) is a receiver too.
+- a ``nn.Embedding`` whose weight is a receiving Linear's weight (tied) is a receiver too, when its
+  output is proven (the same way: called once, rows matched, the rest cut) to be read unchanged by the
+  stack's first layer and nothing else, so its dimension k is that layer's input k; else it is left out
+  of the receivers and ISS, which needs it, refuses the tie (``sparsity.user_iss``).
 """
 
 from __future__ import annotations
@@ -80,8 +83,8 @@ def recurrent_modules(model: nn.Module) -> list[tuple[str, nn.RNNBase]]:
 def recurrent_weight_names(model: nn.Module) -> list[str]:
     """Qualified names of every recurrent weight matrix (no example input needed): the layers the
     toolkit's own model states, or those of the PyTorch RNN modules of a user's module."""
-    if hasattr(model, "recurrent_stack"):
-        return [f"{layer.module}.{name}" for layer in model.recurrent_stack()
+    if declares_stack(model):
+        return [f"{layer.module}.{name}" for layer in discover(model)
                 for name in layer.spec.weights(model.get_submodule(layer.module))]
     return [f"{path}.{name}" for path, module in recurrent_modules(model)
             for index in range(module.num_layers) for name in layer_parameter_names(module, index)
@@ -141,6 +144,7 @@ class _Trace:
     tagged: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     receivers: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     first_input: torch.Tensor | None = None
+    embedded: dict[str, int] = field(default_factory=dict)  # tied embedding -> times called
 
     def match(self, reader: str, x: Any) -> torch.Tensor | None:
         """If ``x``'s rows are a layer's rows, record ``reader`` as its receiver; in a checking pass,
@@ -181,6 +185,15 @@ class _Trace:
         new_state = (tagged["h_n"], tagged["c_n"]) if isinstance(state, tuple) else tagged["h_n"]
         return tagged["output"], new_state
 
+    def after_embedding(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        """A tied embedding's output: a source of rows (its readers are proven like a layer's)."""
+        name = self.names[module]
+        self.embedded[name] = self.embedded.get(name, 0) + 1
+        tagged = _tagged(output)
+        self.tagged[name] = {"output": tagged}
+        self.sources[(name, 0)] = [tagged.detach().reshape(-1, tagged.shape[-1])]
+        return tagged
+
 
 def _tagged(t: torch.Tensor) -> torch.Tensor:
     """A new tensor object for ``t`` that stays in the graph (a path through the module from the layers
@@ -195,6 +208,9 @@ def _hooked(model: nn.Module, trace: _Trace) -> Iterator[None]:
     modes = {module: module.training for module in model.modules()}
     handles = []
     for module in trace.names:
+        if isinstance(module, nn.Embedding):
+            handles.append(module.register_forward_hook(trace.after_embedding))
+            continue
         handles.append(module.register_forward_pre_hook(trace.before))
         if isinstance(module, TORCH_RNNS):
             handles.append(module.register_forward_hook(trace.after))
@@ -256,10 +272,31 @@ def _forward(model: nn.Module, example_input: Any, names: dict[nn.Module, str], 
     return trace
 
 
-def _with_receivers(model: nn.Module, trace: _Trace, modules: dict[str, nn.RNNBase]) -> list[RecurrentLayer]:
+def tied_embeddings(model: nn.Module) -> dict[str, nn.Embedding]:
+    """The ``nn.Embedding`` modules whose weight is also a ``nn.Linear``'s (tied input and output)."""
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    return {path: m for path, m in model.named_modules() if isinstance(m, nn.Embedding) and id(m.weight) in linear}
+
+
+def _proven_ties(model: nn.Module, example_input: Any, names: dict[nn.Module, str], trace: _Trace) -> set[str]:
+    """The tied embeddings called once whose output only the stack's first layer reads, unchanged."""
+    proven = set()
+    for path in tied_embeddings(model):
+        if trace.embedded.get(path) != 1 or trace.receivers.get((path, 0)) != [f"{trace.order[0]}[0]"]:
+            continue
+        try:
+            _forward(model, example_input, names, only=path)
+        except DiscoveryError:
+            continue
+        proven.add(path)
+    return proven
+
+
+def _with_receivers(model: nn.Module, trace: _Trace, modules: dict[str, nn.RNNBase],
+                    proven: set[str]) -> list[RecurrentLayer]:
     """The layers in call order, each with its proven receivers (the next layer of the same module
-    first) and the embeddings tied to a receiving Linear."""
-    ties = {id(m.weight): path for path, m in model.named_modules() if isinstance(m, nn.Embedding)}
+    first) and the embeddings tied to a receiving Linear whose reader is proven (``_proven_ties``)."""
+    ties = {id(m.weight): path for path, m in model.named_modules() if isinstance(m, nn.Embedding) and path in proven}
     layers = []
     for path in trace.order:
         for layer in torch_layers(path, modules[path]):
@@ -282,19 +319,29 @@ def trace_stack(model: nn.Module, example_input: Any) -> tuple[tuple[RecurrentLa
     if not modules:
         raise DiscoveryError(f"{type(model).__name__}: no nn.LSTM, nn.GRU or nn.RNN module found")
     names = {m: path for path, m in model.named_modules() if isinstance(m, (*TORCH_RNNS, nn.Linear))}
+    names |= {m: path for path, m in tied_embeddings(model).items()}
     trace = _forward(model, example_input, names)
     missing = [path for path in modules if path not in trace.order]
     if missing:
         raise DiscoveryError(f"{missing[0]}: not called by the model on the example input")
     for path in trace.order:  # one pass per module: a cut made for one must not hide another's readers
         _forward(model, example_input, names, only=path)
-    return tuple(_with_receivers(model, trace, modules)), trace.first_input
+    proven = _proven_ties(model, example_input, names, trace)
+    return tuple(_with_receivers(model, trace, modules, proven)), trace.first_input
+
+
+def declares_stack(model: nn.Module) -> bool:
+    """Whether ``model`` states its own stack (``recurrent_stack()``: the toolkit's models). For their
+    ``nn.LSTM``/``nn.GRU``/``nn.RNN`` layers the hooks find the same description (tests/test_one_path.py);
+    for cells the hooks cannot see (an RHN, parallel block LSTMs) the declaration is the description."""
+    return callable(getattr(model, "recurrent_stack", None))
 
 
 def discover(model: nn.Module, example_input: Any = None) -> tuple[RecurrentLayer, ...]:
-    """The recurrent stack of ``model``: its own description when it states one (the toolkit's models),
-    else proven from ``model(example_input)`` (module docstring); refused in one line when it cannot be."""
-    if hasattr(model, "recurrent_stack"):
+    """The recurrent stack of ``model``, the one entry every consumer (masks, ISS, counts, spectra, plots)
+    reads a model through: its own description when it states one (``declares_stack``), else proven
+    from ``model(example_input)`` (module docstring); refused in one line when it cannot be."""
+    if declares_stack(model):
         return tuple(model.recurrent_stack())
     if example_input is None:
         raise DiscoveryError(f"{type(model).__name__}: discovering its recurrent stack needs an example input")
@@ -309,5 +356,5 @@ def chain_check(stack: tuple[RecurrentLayer, ...]) -> None:
                                  "one stack")
 
 
-__all__ = ["chain_check", "discover", "layer_parameter_names", "recurrent_modules", "recurrent_weight_names",
-           "rows_within", "torch_cell", "torch_layers", "trace_stack"]
+__all__ = ["chain_check", "declares_stack", "discover", "layer_parameter_names", "recurrent_modules", "recurrent_weight_names",
+           "rows_within", "tied_embeddings", "torch_cell", "torch_layers", "trace_stack"]

@@ -60,13 +60,15 @@ class RNNLanguageModel(nn.Module):
 
     def recurrent_stack(self) -> tuple[RecurrentLayer, ...]:
         names = [f"layers.{n}" for n in range(len(self.layers))]
+        last = ("decoder", "embedding") if self.config.tie_weights else ("decoder",)
         return tuple(
             RecurrentLayer(
                 module=name,
                 cell=self.cell,
                 input_size=layer.input_size,
                 hidden_size=layer.hidden_size,
-                receivers=(names[n + 1] if n + 1 < len(names) else "decoder",),
+                # tied: the embedding is the decoder's weight, so it reads the last layer's units too
+                receivers=(names[n + 1],) if n + 1 < len(names) else last,
                 depth=getattr(layer, "depth", 1),
                 computed=layer.multiply_adds() if hasattr(layer, "multiply_adds") else None,
             )

@@ -67,6 +67,9 @@ class Search:
             check_search_dir(self.out)
             if space is not None and base is not None:  # before anything is written
                 check_start(space, base, settings or SearchSettings())
+            if space is not None and space.user_keys() and not getattr(executor, "passes_user_params", False):
+                raise ConfigError(f"space: {space.user_keys()[0]}: a hyperparameter of a user's own objective; only "
+                                  "sparsernn.hyperprune(objective, space) hands it to a training loop")
         elif not self.out.is_dir():
             raise ConfigError(f"{self.out}: no search to resume here (not a directory)")
         self.store = CandidateStore(self.out, storage, create=starting, lease_seconds=lease_seconds)

@@ -20,7 +20,9 @@ search finished are never called again.
 ``candidate.dense`` marks the dense reference (train without ``sparsify``); ``candidate.params`` is
 the candidate's point of the space with short names (``{"method": "rigl", "density": 0.33, "death":
 "magnitude", ...}``), and ``candidate.sparsify_settings`` the part of it that
-``sparsernn.sparsify(model, optimizer, **settings, total_steps=...)`` takes.
+``sparsernn.sparsify(model, optimizer, **settings, total_steps=...)`` takes; ``candidate.user`` holds
+the user's own hyperparameters the space names ``user.NAME`` (``{"lr": 0.5, "dropout": 0.2}``), sampled,
+ranked and resumed with the rest.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ class Candidate:
         """The keyword arguments of ``sparsernn.sparsify`` this candidate stands for (method, density and
         the method's settings; not the other sections' values, such as ``optim.lr``)."""
         return {key: value for key, value in self.params.items() if "." not in key}
+
+    @property
+    def user(self) -> dict[str, Any]:
+        """The objective's own hyperparameters of this candidate: the space's ``user.*`` keys, short names
+        (the dense reference has none: it trains with the objective's defaults)."""
+        return {key.removeprefix("user."): value for key, value in self.params.items() if key.startswith("user.")}
 
 
 @dataclass
@@ -108,6 +116,8 @@ class ObjectiveExecutor:
     ``reference`` (default: the objective, with ``candidate.dense`` set). ``inputs``: what the models
     take for their spectra; ``direction``: whether lower or higher scores are better; ``test``: the
     winner's test metrics from its model, if given."""
+
+    passes_user_params = True  # the space's ``user.*`` keys reach the objective (``Candidate.user``)
 
     def __init__(self, objective: Objective, inputs: Any = None, reference: Objective | None = None,
                  direction: str = "minimize", test: Callable[[nn.Module], dict[str, float]] | None = None) -> None:

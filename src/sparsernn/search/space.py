@@ -3,7 +3,9 @@
 Methodological choices are categorical (``choices``: the method family, sparse init, death, growth
 and redistribution modes); non-methodological settings get ranges (``ranges``: death rate, learning
 rate, ...) or fixed values (``fixed``); the target density is fixed per search. Keys are config
-fields: ``sparsity.death`` or, for sparsity settings, just ``death``. A candidate is the base run
+fields: ``sparsity.death`` or, for sparsity settings, just ``death``; ``user.NAME`` (``user.lr``,
+``user.dropout``) is a hyperparameter of a user's own objective (``sparsernn.hyperprune`` hands it to
+the objective as ``candidate.user["lr"]``; the toolkit's own search refuses it). A candidate is the base run
 config with one point of the space applied; settings its method does not read are dropped (a
 static mask has no death mode), so every candidate is a config its method accepts.
 
@@ -28,12 +30,11 @@ from typing import Any
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sparsernn.config import RunConfig, presets_dir, validate
+from sparsernn.config import RunConfig, check_field, presets_dir, section_fields, validate
 from sparsernn.errors import ConfigError
 from sparsernn.sparsity import METHODS, resolve_method
 from sparsernn.validation import read_yaml_file, validation_line
 
-SPARSITY_FIELDS = set(RunConfig.model_fields["sparsity"].annotation.model_fields)
 
 
 def field_name(key: str) -> str:
@@ -46,9 +47,14 @@ def point_key(params: dict[str, Any]) -> tuple:
     return tuple(sorted((key, repr(value)) for key, value in params.items()))
 
 
+USER = "user"  # the section of a user objective's own hyperparameters (not a config field)
+
+
 def _check_value(dotted: str, value: Any) -> None:
-    section, _, name = dotted.partition(".")
-    validate({section: {name: value}}, "")  # raises ConfigError naming the field and the value
+    if dotted.partition(".")[0] == USER:
+        return  # the user's objective gives its own hyperparameters their meaning
+    if dotted != "sparsity.method":  # the methods a search covers are checked below, with what it covers
+        check_field(dotted, value, "")  # raises ConfigError naming the field and the value
 
 
 class Range(BaseModel):
@@ -97,8 +103,9 @@ class SearchSpace(BaseModel):
                     raise ValueError(f"{key} is in both {seen[key]} and {group}")
                 seen[key] = group
                 section, _, name = key.partition(".")
-                if section not in RunConfig.model_fields or "." in name or \
-                        name not in RunConfig.model_fields[section].annotation.model_fields:
+                if section == USER and name.isidentifier():
+                    continue
+                if section not in RunConfig.model_fields or "." in name or name not in section_fields(section):
                     raise ValueError(f"{group}.{key}: not a config field")
                 if key == "sparsity.density":
                     raise ValueError(f"{group}.{key}: the density is fixed per search (top-level density)")
@@ -128,6 +135,11 @@ class SearchSpace(BaseModel):
                     raise ValueError(f"{group}.{key}: not read by {' or '.join(map(str, methods))}, so its values "
                                      "would train identical candidates (`sparsernn methods` lists what each reads)")
         return self
+
+    def user_keys(self) -> list[str]:
+        """The user objective's own hyperparameters this space varies or fixes (``user.lr``, ...)."""
+        return [key for group in (self.choices, self.ranges, self.fixed) for key in group
+                if key.partition(".")[0] == USER]
 
     # ---- what samplers see ----------------------------------------------------------------------
 
@@ -174,7 +186,7 @@ class SearchSpace(BaseModel):
         read = set(METHODS[point["sparsity.method"]].fields)
         for key, value in point.items():
             section, _, name = key.partition(".")
-            if section == "sparsity" and name not in read | {"method"}:
+            if section == USER or (section == "sparsity" and name not in read | {"method"}):
                 continue
             data[section][name] = value
         return resolve_method(validate(data, "candidate"))

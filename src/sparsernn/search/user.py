@@ -65,7 +65,8 @@ def hyperprune(objective: Objective, space: SearchSpace | dict[str, Any], *, epo
                direction: str = "minimize", test: Callable[[nn.Module], dict[str, float]] | None = None,
                storage: str | None = None, reporter: Reporter | None = None, **settings: Any) -> HyperpruneResult:
     """Hyperprune a user's training loop: ``n`` candidates sampled from ``space`` (a ``SearchSpace`` or
-    its dict: ``density``, ``choices``, ``ranges``, ``fixed`` over sparsify's settings) train through
+    its dict: ``density``, ``choices``, ``ranges``, ``fixed`` over sparsify's settings, and ``user.NAME``
+    keys for the objective's own hyperparameters, read as ``candidate.user["NAME"]``) train through
     ``objective(candidate, epoch) -> (model, score)``; rounds rank them (``rank_by``: LS distance of the
     model's spectrum on ``inputs`` to the dense reference's, validation score, ...), eliminate, insert
     (``sampler``) and train the ``survivors`` to ``epochs``; the best by score wins.

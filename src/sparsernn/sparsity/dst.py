@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Literal
 
 import torch
+from pydantic import Field
 
+from sparsernn.config import SparsityConfig
+from sparsernn.settings import one_of
 from sparsernn.sparsity import modes
 from sparsernn.sparsity.masks import PRUNABLE_KINDS, MaskedSparsifier
-from sparsernn.sparsity.registry import METHODS, Method, needs_density
+from sparsernn.sparsity.registry import METHODS, Method, SparseInit, UpdateEvery, needs_density, with_defaults
 
 
 class DynamicSparsity(MaskedSparsifier):
@@ -77,7 +81,7 @@ class DynamicSparsity(MaskedSparsifier):
 
     @property
     def uses_momentum(self) -> bool:
-        return self.dynamic and "momentum" in (self.growth, self.redistribution)
+        return self.dynamic and (modes.GROWTH_MODES[self.growth].uses_momentum or self.redistribution == "momentum")
 
     def init_masks(self) -> None:
         params = self.masking.params
@@ -127,22 +131,7 @@ class DynamicSparsity(MaskedSparsifier):
         weights = {n: p.detach() for n, p in masking.params.items()}
         before = {n: m.clone() for n, m in masking.masks.items()}
         active = {n: int(m.sum()) for n, m in before.items()}
-        # death
-        if self.death == "global_magnitude":
-            pruned = modes.global_magnitude_death(weights, before, round(rate * sum(active.values())))
-        else:
-            pruned = {}
-            for name in weights:
-                k = round(rate * active[name])
-                if self.death == "magnitude":
-                    pruned[name] = modes.magnitude_death(weights[name], before[name], k)
-                elif self.death == "set":
-                    pruned[name] = modes.set_death(weights[name], before[name], k)
-                elif self.death == "threshold":
-                    pruned[name], self.thresholds[name] = modes.threshold_death(
-                        weights[name], before[name], k, self.thresholds.get(name, 0.0), self.threshold_tolerance)
-                else:
-                    raise ValueError(f"unknown death mode {self.death!r}")
+        pruned = modes.DEATH_MODES[self.death].prune(weights, before, rate, self)  # death
         removed = {n: active[n] - int(pruned[n].sum()) for n in weights}
         # redistribution of the regrowth budget
         capacity = {n: pruned[n].numel() - int(pruned[n].sum()) for n in weights}
@@ -152,19 +141,9 @@ class DynamicSparsity(MaskedSparsifier):
             scores = modes.redistribution_scores(self.redistribution, weights, pruned, self.momenta or None)
             budget = modes.allocate(sum(removed.values()), scores, capacity)
         # growth
-        report = {}
+        grow, report = modes.GROWTH_MODES[self.growth].grow, {}
         for name in weights:
-            if self.growth == "random":
-                grown = modes.random_growth(pruned[name], budget[name], self.generator)
-            elif self.growth == "gradient":
-                grad = masking.params[name].grad
-                if grad is None:
-                    raise RuntimeError(f"gradient growth needs the gradient of {name}; none was computed")
-                grown = modes.score_growth(pruned[name], budget[name], grad)
-            elif self.growth == "momentum":
-                grown = modes.score_growth(pruned[name], budget[name], self.momenta[name])
-            else:
-                raise ValueError(f"unknown growth mode {self.growth!r}")
+            grown = grow(pruned[name], budget[name], name, self)
             # a regrown position starts from zero, whatever it held before it was pruned
             new = grown & ~before[name]
             weights[name].masked_fill_(new, 0.0)
@@ -188,28 +167,49 @@ class DynamicSparsity(MaskedSparsifier):
         self.pending_rate = state.get("pending_rate")
 
 
-# ---- the methods -----------------------------------------------------------------------------------
+# ---- the methods ---------------------------------------------------------------------------------
 
-_MODES = ("init", "death", "growth", "redistribution", "death_rate", "death_rate_min", "update_every", "stop_epoch")
+
+class StaticSettings(SparsityConfig):
+    """A fixed random mask: its initial densities."""
+
+    init: SparseInit = "uniform"
+
+
+class DynamicSettings(StaticSettings):
+    """Sparse-to-sparse training: how the mask is pruned and regrown, how often, and until when."""
+
+    death: one_of(lambda: modes.DEATH_MODES.names()) = Field(
+        "magnitude", description="prune mode, a name in modes.DEATH_MODES: magnitude | set | threshold | "
+        "global_magnitude")
+    growth: one_of(lambda: modes.GROWTH_MODES.names()) = Field(
+        "random", description="regrowth mode, a name in modes.GROWTH_MODES: random | gradient | momentum")
+    redistribution: Literal["none", "magnitude", "nonzeros", "momentum"] = Field(
+        "none", description="regrowth budget across matrices: none | magnitude | nonzeros | momentum")
+    death_rate: float = Field(0.5, ge=0.0, le=1.0, description="initial fraction of active weights pruned")
+    death_rate_min: float = Field(0.0, ge=0.0, le=1.0, description="death rate at the stop (cosine)")
+    update_every: UpdateEvery = "epoch"
+    stop_epoch: int | None = Field(None, gt=0, description="no mask updates after this epoch (default: the planned "
+                                   "length; 75% of it for rigl)")
 
 
 def _build(config, steps_per_epoch: int) -> DynamicSparsity:
-    s = config.sparsity
+    s, dynamic = config.sparsity, isinstance(config.sparsity, DynamicSettings)
     return DynamicSparsity(
         density=s.density,
         init=s.init,
-        death=s.death or "magnitude",
-        growth=s.growth or "random",
-        redistribution=s.redistribution or "none",
-        death_rate=s.death_rate or 0.0,
-        death_rate_min=s.death_rate_min or 0.0,
-        update_every=s.update_every or "epoch",
-        stop_epoch=s.stop_epoch,
+        death=s.death if dynamic else "magnitude",
+        growth=s.growth if dynamic else "random",
+        redistribution=s.redistribution if dynamic else "none",
+        death_rate=s.death_rate if dynamic else 0.0,
+        death_rate_min=s.death_rate_min if dynamic else 0.0,
+        update_every=s.update_every if dynamic else "epoch",
+        stop_epoch=s.stop_epoch if dynamic else None,
         steps_per_epoch=steps_per_epoch,
         momentum_beta=config.optim.momentum or 0.9,
         prunable=s.prunable,
         seed=config.train.seed,
-        dynamic=s.method != "static",
+        dynamic=dynamic,
     )
 
 
@@ -219,11 +219,12 @@ def _register(name: str, description: str, stop_fraction: float = 1.0, **default
         if config.sparsity.stop_epoch is None:
             config.sparsity.stop_epoch = max(1, math.ceil(stop_fraction * config.train.epochs))
 
-    METHODS.register(Method(name, description, _build, _MODES, defaults, resolve))
+    METHODS.register(Method(name, description, _build, resolve=resolve,
+                            settings=with_defaults(DynamicSettings, name, **defaults)))
 
 
-METHODS.register(Method("static", "a fixed random mask, never updated", _build, ("init",), {"init": "uniform"},
-                        needs_density))
+METHODS.register(Method("static", "a fixed random mask, never updated", _build, resolve=needs_density,
+                        settings=StaticSettings))
 _register("set", "SET (Mocanu et al. 2018): magnitude-symmetric death, random growth, every epoch",
           init="er", death="set", growth="random", redistribution="none", death_rate=0.3, death_rate_min=0.3,
           update_every="epoch")

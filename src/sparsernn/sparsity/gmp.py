@@ -11,10 +11,12 @@ import math
 from collections.abc import Iterable
 
 import torch
+from pydantic import Field
 
+from sparsernn.config import SparsityConfig
 from sparsernn.sparsity import modes
 from sparsernn.sparsity.masks import PRUNABLE_KINDS, MaskedSparsifier
-from sparsernn.sparsity.registry import METHODS, Method, needs_density
+from sparsernn.sparsity.registry import METHODS, Method, SparseInit, UpdateEvery, needs_density
 
 
 class GradualMagnitudePruning(MaskedSparsifier):
@@ -65,6 +67,17 @@ class GradualMagnitudePruning(MaskedSparsifier):
         self.masking.apply(self.optimizer)
 
 
+class GMPSettings(SparsityConfig):
+    """Gradual magnitude pruning: the schedule of the cubic descent to the density."""
+
+    init: SparseInit = "uniform"
+    update_every: UpdateEvery = Field(100, description="steps between pruning steps (a number: gmp prunes by steps)")
+    start_epoch: int | None = Field(None, gt=0, description="gmp: pruning starts after this many epochs, +1 "
+                                    "(default 1)")
+    end_epoch: int | None = Field(None, gt=0, description="gmp: target density reached at the end of this epoch "
+                                  "(default: 75% of the planned length)")
+
+
 def _resolve(config) -> None:
     """Pruning spans the first 75% of the planned run by default, leaving the rest to recover."""
     needs_density(config)
@@ -87,5 +100,4 @@ def _build(config, steps_per_epoch: int) -> GradualMagnitudePruning:
 
 
 METHODS.register(Method("gmp", "gradual magnitude pruning (Zhu & Gupta 2017): dense to sparse on a cubic schedule",
-                        _build, ("init", "update_every", "start_epoch", "end_epoch"),
-                        {"init": "uniform", "update_every": 100}, _resolve))
+                        _build, resolve=_resolve, settings=GMPSettings))

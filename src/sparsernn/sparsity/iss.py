@@ -8,7 +8,7 @@ column k of every receiver of the layer's output (the next layer's ``W_ih``, the
 bidirectional layer component k is unit k of *both* directions (rows in both directions' matrices,
 columns k and H + k of every receiver), so the compacted layer is still one bidirectional module.
 
-Everything is derived from ``model.recurrent_stack()``: a "slice" says that dimension ``dim`` of a
+Everything is derived from the model's recurrent stack (``discover(model)``): a "slice" says that dimension ``dim`` of a
 parameter is indexed by the units of layer n in ``blocks`` blocks of H (row ``b*H + k``). Group
 norms, the group-Lasso gradient and compaction all read the same slices.
 """
@@ -24,6 +24,7 @@ from torch import nn
 from sparsernn.config import RunConfig, SparsityConfig, validate
 from sparsernn.errors import Failure
 from sparsernn.models.cells import UnitSlice
+from sparsernn.models.discovery import discover
 from sparsernn.models.lm import count_parameters
 from sparsernn.models.stack import multiply_adds
 
@@ -39,7 +40,7 @@ def unit_slices(model: nn.Module) -> list[UnitSlice]:
     first layer's input columns k as well (the ISS paper's RHN groups), and compaction narrows the
     embedding with the last layer.
     """
-    stack = model.recurrent_stack()
+    stack = discover(model)
     index = {layer.module: n for n, layer in enumerate(stack)}
     tied = bool(getattr(model.config, "tie_weights", False))
     slices: list[UnitSlice] = []
@@ -47,6 +48,8 @@ def unit_slices(model: nn.Module) -> list[UnitSlice]:
         slices += layer.spec.unit_slices(layer.module, model.get_submodule(layer.module), n, layer.hidden_size)
         directions = 2 if layer.bidirectional else 1
         for receiver in layer.receivers:
+            if receiver == "embedding" and tied:
+                continue  # the tie: its columns are the decoder's, taken with the decoder just below
             if receiver == "decoder" and tied:
                 first = stack[0]
                 slices.append(UnitSlice("embedding.weight", 1, n, directions, layer.hidden_size))
@@ -82,7 +85,7 @@ def group_sq_norms(model: nn.Module, slices: list[UnitSlice] | None = None, bias
     entries where they cross are subtracted once.
     """
     slices = slices if slices is not None else unit_slices(model)
-    stack = model.recurrent_stack()
+    stack = discover(model)
     norms = [torch.zeros(layer.hidden_size, device=model.decoder.weight.device) for layer in stack]
     for s in slices:
         if s.is_bias and not biases:
@@ -133,7 +136,7 @@ def component_masks(model: nn.Module, layer: int, unit: int, biases: bool = Fals
 
 def removable_units(model: nn.Module, biases: bool = False) -> list[torch.Tensor]:
     """Per layer, a bool tensor: True where the whole ISS component is exactly zero."""
-    stack = model.recurrent_stack()
+    stack = discover(model)
     zero = [torch.ones(layer.hidden_size, dtype=torch.bool, device=model.decoder.weight.device) for layer in stack]
     for s in unit_slices(model):
         if s.is_bias and not biases:
@@ -206,14 +209,14 @@ def compacted_config(config: RunConfig, small: nn.Module) -> RunConfig:
 def size_summary(model: nn.Module) -> dict[str, Any]:
     """What compaction changes: hidden sizes, parameters, and multiply-adds per token."""
     return {"hidden_sizes": list(model.hidden_sizes), "parameters": count_parameters(model),
-            "multiply_adds": multiply_adds(model.recurrent_stack(), model.decoder.in_features,
+            "multiply_adds": multiply_adds(discover(model), model.decoder.in_features,
                                            model.decoder.out_features)}
 
 
 def recurrent_multiply_adds(model: nn.Module, sizes: list[float]) -> float:
     """Multiply-adds per token of the recurrent layers at other widths ``sizes`` (real numbers allowed,
     for root finding): each layer reads the one below, the first the embedding (tied: the last layer)."""
-    stack = model.recurrent_stack()
+    stack = discover(model)
     tied = bool(getattr(model.config, "tie_weights", False))
     total = 0.0
     for n, layer in enumerate(stack):
@@ -228,16 +231,22 @@ def recurrent_multiply_adds(model: nn.Module, sizes: list[float]) -> float:
 def units_for_multiply_adds(model: nn.Module, ratio: float) -> list[int]:
     """Per-layer unit counts, every layer narrowed by the same fraction, whose recurrent multiply-adds
     are ``ratio`` times the model's (``ratio`` 0.25: about 4x fewer)."""
+    full = [float(layer.hidden_size) for layer in discover(model)]
+    return widths_for_multiply_adds(full, lambda sizes: recurrent_multiply_adds(model, sizes), ratio)
+
+
+def widths_for_multiply_adds(full: list[float], count, ratio: float) -> list[int]:
+    """Per-layer widths, ``full`` narrowed by one common fraction, whose ``count(sizes)`` (recurrent
+    multiply-adds at those widths) is ``ratio`` times ``count(full)``."""
     from scipy.optimize import brentq
 
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"a multiply-add ratio must be in (0, 1], got {ratio}")
-    full = [float(layer.hidden_size) for layer in model.recurrent_stack()]
-    dense = recurrent_multiply_adds(model, full)
+    dense = count(full)
     if ratio == 1.0:
         return [int(h) for h in full]
     # the count is a polynomial in the common fraction f, increasing on (0, 1]: one root
-    fraction = brentq(lambda f: recurrent_multiply_adds(model, [f * h for h in full]) - ratio * dense, 1e-9, 1.0)
+    fraction = brentq(lambda f: count([f * h for h in full]) - ratio * dense, 1e-9, 1.0)
     return [max(1, round(fraction * h)) for h in full]
 
 
@@ -245,7 +254,7 @@ def zero_lines(model: nn.Module) -> dict[str, dict[str, int]]:
     """Per recurrent weight matrix, its all-zero rows and columns and their totals: the ISS that plain
     L1 reveals (ISS paper, Fig. 2) without being asked for structure."""
     lines = {}
-    for layer in model.recurrent_stack():
+    for layer in discover(model):
         module = model.get_submodule(layer.module)
         for name in layer.spec.weights(module):
             w = model.get_parameter(f"{layer.module}.{name}").detach()

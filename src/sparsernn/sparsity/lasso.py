@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from sparsernn.errors import LayerRemoved
+from sparsernn.models.discovery import discover
 from sparsernn.sparsity.iss import (
     EPSILON,
     _unit_view,
@@ -46,7 +47,6 @@ from sparsernn.sparsity.iss import (
     units_for_multiply_adds,
 )
 from sparsernn.sparsity.modes import gmp_density
-from sparsernn.sparsity.registry import METHODS, Method
 
 def group_soft_threshold(norms: torch.Tensor, step: float | torch.Tensor) -> torch.Tensor:
     """Scale factors of the group soft-threshold ``prox_{step ||.||}``: ``max(0, 1 - step / ||w||)``
@@ -158,13 +158,23 @@ class GroupLasso:
 
     # ---- setup -----------------------------------------------------------------------------------
 
+    @property
+    def group_biases(self) -> bool:
+        """The setting ``sparsity.group_biases`` this runs with (the gate biases in each component)."""
+        return self.biases
+
     def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.setup(model, optimizer, discover(model), unit_slices(model), model.decoder.weight.device,
+                   lambda ratio: units_for_multiply_adds(model, ratio))
+
+    def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, stack: tuple, slices: list,
+              device: torch.device, units_for: Callable[[float], list[int]]) -> None:
+        """Attach to any model described by ``stack`` and its ISS ``slices`` (a user's module: discovery);
+        ``units_for(ratio)``: per-layer widths whose recurrent multiply-adds are that fraction."""
         self.model, self.optimizer = model, optimizer
-        self.slices = [s for s in unit_slices(model) if self.biases or not s.is_bias]
+        self.slices = [s for s in slices if self.biases or not s.is_bias]
         self.params = sorted({s.param for s in self.slices})
-        stack = model.recurrent_stack()
         self.full = [layer.hidden_size for layer in stack]
-        device = model.decoder.weight.device
         if isinstance(self.lambdas, (int, float)):
             values = [float(self.lambdas)] * len(stack)
         else:
@@ -174,7 +184,7 @@ class GroupLasso:
         # float64 so that a steered lambda resumes bit for bit
         self.layer_lambdas = torch.tensor(values, dtype=torch.float64)
         if self.target_ratio is not None:
-            self.targets = units_for_multiply_adds(model, self.target_ratio)
+            self.targets = units_for(self.target_ratio)
         elif self.requested_targets is not None:
             targets = list(self.requested_targets)
             targets = targets * len(stack) if len(targets) == 1 else targets
@@ -186,12 +196,20 @@ class GroupLasso:
             self.targets = targets
         self.removed = [torch.zeros(h, dtype=torch.bool, device=device) for h in self.full]
 
+    def _sq_norms(self) -> list[torch.Tensor]:
+        """Per layer, each component's squared norm (``iss.group_sq_norms``; a user's module: its own)."""
+        return group_sq_norms(self.model, self.slices, self.biases)
+
+    def _removable(self) -> list[torch.Tensor]:
+        """Per layer, True where a component is all zero (``iss.removable_units``)."""
+        return removable_units(self.model, self.biases)
+
     # ---- the hooks -------------------------------------------------------------------------------
 
     @torch.no_grad()
     def after_backward(self) -> None:
         # a component that is all zero now is removed for good: no gradient may revive it
-        self._mark_removed(removable_units(self.model, self.biases))
+        self._mark_removed(self._removable())
         self._zero_removed(grads=True)
         if self.update == "subgradient":
             self._add_subgradient()
@@ -204,7 +222,7 @@ class GroupLasso:
             for name in self.params:
                 p = self.model.get_parameter(name)
                 p.masked_fill_(p.abs() < self.threshold, 0.0)
-        self._mark_removed(removable_units(self.model, self.biases))
+        self._mark_removed(self._removable())
         self.step += 1
         self._refuse_an_empty_layer()
         if self.targets is not None and self.step == self.end_step:
@@ -227,7 +245,7 @@ class GroupLasso:
         if self.mode == "group":
             # per layer, every component's norm: the curves of the "group norms over epochs" plot
             metrics["iss_norms"] = [[float(f"{v:.4g}") for v in sq.clamp_min(0).sqrt().tolist()]
-                                    for sq in group_sq_norms(self.model, self.slices, self.biases)]
+                                    for sq in self._sq_norms()]
         else:
             metrics["l1_zero_fraction"] = self._zero_fraction()
         if self.targets is not None:
@@ -248,7 +266,7 @@ class GroupLasso:
                     # the weight belongs to the L1 term once, whatever layers index it
                     p.grad.add_(p.sign(), alpha=self._l1_lambda(name, lambdas))
             return
-        norms = [torch.sqrt(EPSILON + n.clamp_min(0)) for n in group_sq_norms(self.model, self.slices, self.biases)]
+        norms = [torch.sqrt(EPSILON + n.clamp_min(0)) for n in self._sq_norms()]
         factors = [lam / n for lam, n in zip(lambdas, norms)]  # d sqrt(eps+||w||^2) / dw = w / norm
         scale: dict[str, torch.Tensor] = {}
         for s in self.slices:
@@ -273,7 +291,7 @@ class GroupLasso:
                 p = self.model.get_parameter(name)
                 p.copy_(soft_threshold(p, lr * self._l1_lambda(name, lambdas)))
             return
-        norms = [sq.clamp_min(0).sqrt() for sq in group_sq_norms(self.model, self.slices, self.biases)]
+        norms = [sq.clamp_min(0).sqrt() for sq in self._sq_norms()]
         if self.targets is not None:
             self._steer(norms, lr)
         lambdas = self.layer_lambdas.tolist()
@@ -292,7 +310,7 @@ class GroupLasso:
             self.layer_lambdas[n] = quantile_threshold(norms[n][alive], excess) / lr
 
     def _cut_to_targets(self) -> None:
-        norms = [sq.clamp_min(0).sqrt() for sq in group_sq_norms(self.model, self.slices, self.biases)]
+        norms = [sq.clamp_min(0).sqrt() for sq in self._sq_norms()]
         factors = []
         for n, (target, norm) in enumerate(zip(self.targets, norms)):
             factor = torch.ones_like(norm)
@@ -303,7 +321,7 @@ class GroupLasso:
                 self.forced += excess
             factors.append(factor)
         shrink_components(self.model, self.slices, factors)
-        self._mark_removed(removable_units(self.model, self.biases))
+        self._mark_removed(self._removable())
 
     # ---- removed components ----------------------------------------------------------------------
 
@@ -355,82 +373,3 @@ class GroupLasso:
         if "lambdas" in state:  # absent in checkpoints of sparsernn 0.2 (fixed lambdas, no step count)
             self.layer_lambdas = state["lambdas"].to(torch.float64).cpu()
             self.step, self.forced = int(state["step"]), int(state["forced"])
-
-
-# ---- the methods -----------------------------------------------------------------------------------
-
-
-def _resolve(config) -> None:
-    from sparsernn.models.cells import CELLS
-
-    s = config.sparsity
-    if not CELLS[config.model.cell].supports_iss:
-        raise ValueError(f"sparsity.method {s.method}: ISS components are not defined for cell {config.model.cell}")
-    if s.density != 1.0:
-        raise ValueError(f"sparsity.method {s.method} learns its sparsity: set lasso_lambda, not density")
-    steered = s.target_units is not None or s.target_multiply_adds is not None
-    if s.target_units is not None and s.target_multiply_adds is not None:
-        raise ValueError("sparsity.target_units and sparsity.target_multiply_adds: set one target, not both")
-    if steered and s.lasso_lambda is not None:
-        raise ValueError("sparsity.lasso_lambda: a target (target_units, target_multiply_adds) sets lambda every "
-                         "step; leave lasso_lambda unset")
-    if s.lasso_lambda is None and not steered:
-        raise ValueError(f"sparsity.method {s.method} needs sparsity.lasso_lambda (e.g. --lasso-lambda 0.001) "
-                         "or a target (--target-units, --target-multiply-adds)")
-    if s.lasso_update is None:
-        s.lasso_update = "proximal"
-    if s.zero_threshold is None:
-        # the paper's threshold is what makes subgradient steps remove anything; the proximal map zeroes
-        # whole components itself
-        s.zero_threshold = 1e-4 if s.lasso_update == "subgradient" else 0.0
-    if steered:
-        if s.lasso_update != "proximal":
-            raise ValueError("sparsity.lasso_update: a target (target_units, target_multiply_adds) steers the "
-                             "proximal update; leave lasso_update proximal")
-        if s.target_epoch is None:
-            s.target_epoch = max(1, (3 * config.train.epochs) // 4)
-        if s.target_epoch > config.train.epochs:
-            raise ValueError(f"sparsity.target_epoch {s.target_epoch} is after the last epoch ({config.train.epochs})")
-        n_layers = len(config.model.hidden_sizes)
-        if s.target_units is not None and len(s.target_units) not in (1, n_layers):
-            raise ValueError(f"sparsity.target_units: {len(s.target_units)} values for {n_layers} recurrent layers "
-                             "(give one per layer, or one for all)")
-        if s.target_units is not None:
-            for t, h in zip(s.target_units * n_layers if len(s.target_units) == 1 else s.target_units,
-                            config.model.hidden_sizes):
-                if not 0 < t <= h:
-                    raise ValueError(f"sparsity.target_units: {t} is not in 1..{h} (the layer's width)")
-    elif s.target_epoch is not None:
-        raise ValueError("sparsity.target_epoch: only used with target_units or target_multiply_adds")
-
-
-def _resolve_group(config) -> None:
-    _resolve(config)
-
-
-def _resolve_l1(config) -> None:
-    s = config.sparsity
-    if s.target_units is not None or s.target_multiply_adds is not None:
-        raise ValueError("sparsity.method l1 has no component targets (they are ISS's: use --method iss)")
-    _resolve(config)
-
-
-def _builder(mode: str):
-    def build(config, steps_per_epoch: int) -> GroupLasso:
-        s = config.sparsity
-        end = s.target_epoch * steps_per_epoch if s.target_epoch is not None else None
-        # steered runs leave lasso_lambda unset: the controller sets it every step from the norms
-        lambdas = 0.0 if s.lasso_lambda is None else s.lasso_lambda
-        return GroupLasso(lambdas, s.zero_threshold, s.group_biases, mode, s.lasso_update,
-                          targets=s.target_units, target_ratio=s.target_multiply_adds, end_step=end)
-
-    return build
-
-
-_FIELDS = ("lasso_lambda", "lasso_update", "zero_threshold")
-METHODS.register(Method(
-    "iss", "ISS (Wen et al. 2018): group Lasso over intrinsic sparse structures, then compact",
-    _builder("group"), (*_FIELDS, "group_biases", "target_units", "target_multiply_adds", "target_epoch"),
-    resolve=_resolve_group))
-METHODS.register(Method("l1", "L1 regularisation over the same weights, zeroing below a threshold (unstructured)",
-                        _builder("l1"), _FIELDS, resolve=_resolve_l1))

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from sparsernn.models.discovery import discover
+
 PRUNABLE_KINDS = ("embedding", "recurrent", "decoder")
 MASK_SUFFIX = "_mask"
 
@@ -20,7 +22,7 @@ MASK_SUFFIX = "_mask"
 def prunable_parameters(model: nn.Module, kinds: Iterable[str] = PRUNABLE_KINDS) -> dict[str, nn.Parameter]:
     """Weight matrices to sparsify, by name; biases stay dense. A tied weight is listed once.
 
-    ``recurrent`` takes every weight matrix of the layers that ``model.recurrent_stack()`` describes
+    ``recurrent`` takes every weight matrix of the layers that ``discover(model)`` describes
     (their cell types name them); ``embedding`` and ``decoder`` take those modules' weights.
     """
     kinds = set(kinds)
@@ -31,7 +33,7 @@ def prunable_parameters(model: nn.Module, kinds: Iterable[str] = PRUNABLE_KINDS)
     if "embedding" in kinds:  # a sparse embedding's blocks, or the one weight matrix
         names += [f"embedding.{name}" for name, _ in model.embedding.named_parameters()]
     if "recurrent" in kinds:
-        for layer in model.recurrent_stack():
+        for layer in discover(model):
             names += [f"{layer.module}.{n}" for n in layer.spec.weights(model.get_submodule(layer.module))]
     if "decoder" in kinds:
         names.append("decoder.weight")

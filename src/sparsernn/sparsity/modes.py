@@ -1,4 +1,5 @@
-"""The pure math of sparse training: initial densities, prune (death), growth and redistribution.
+"""The pure math of sparse training: initial densities, prune (death), growth and redistribution; and the
+registries of death and growth modes (``DEATH_MODES``, ``GROWTH_MODES``) that DST settings name.
 
 Every function takes tensors/numbers and returns tensors/numbers; none touches a model or file.
 Masks are bool tensors (True = the weight is kept). Counts are exact: a death of ``k`` removes
@@ -8,9 +9,13 @@ exactly ``k`` active weights, a growth of ``k`` activates exactly ``k`` inactive
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from sparsernn.registry import Registry
 
 # ---- initial densities ----------------------------------------------------------------------------
 
@@ -182,6 +187,75 @@ def score_growth(mask: torch.Tensor, k: int, score: torch.Tensor) -> torch.Tenso
     """Activate the ``k`` inactive positions of largest ``|score|`` (RigL: the dense gradient;
     SNFS: the momentum)."""
     return mask | select_lowest(score.abs(), ~mask, k, largest=True)
+
+
+# ---- the modes by name: what a DST method's death and growth settings select -------------------------
+
+
+@dataclass(frozen=True)
+class DeathMode:
+    """A way to prune: ``prune(weights, masks, rate, sparsifier)`` removes ``rate`` of the active weights
+    (per matrix, or across them) and returns the new masks; ``sparsifier`` carries what a mode keeps
+    between updates (``thresholds``, ``threshold_tolerance``)."""
+
+    name: str
+    description: str
+    prune: Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], float, Any], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class GrowthMode:
+    """A way to regrow: ``grow(mask, k, name, sparsifier)`` activates ``k`` inactive positions of matrix
+    ``name``; ``uses_momentum`` asks the sparsifier to keep the dense gradient's momentum."""
+
+    name: str
+    description: str
+    grow: Callable[[torch.Tensor, int, str, Any], torch.Tensor]
+    uses_momentum: bool = False
+
+
+DEATH_MODES: Registry[DeathMode] = Registry("death mode")
+GROWTH_MODES: Registry[GrowthMode] = Registry("growth mode")
+
+
+def per_matrix(death: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]) -> Callable:
+    """A death of ``k`` weights in one matrix as a ``DeathMode.prune``: ``rate`` of each matrix's active weights."""
+    def prune(weights, masks, rate, sparsifier):
+        return {n: death(weights[n], masks[n], round(rate * int(masks[n].sum()))) for n in weights}
+
+    return prune
+
+
+def _threshold(weights, masks, rate, sparsifier):
+    out = {}
+    for n in weights:
+        out[n], sparsifier.thresholds[n] = threshold_death(weights[n], masks[n], round(rate * int(masks[n].sum())),
+                                                           sparsifier.thresholds.get(n, 0.0),
+                                                           sparsifier.threshold_tolerance)
+    return out
+
+
+def _global(weights, masks, rate, sparsifier):
+    return global_magnitude_death(weights, masks, round(rate * sum(int(m.sum()) for m in masks.values())))
+
+
+def _gradient(mask, k, name, sparsifier):
+    grad = sparsifier.masking.params[name].grad
+    if grad is None:
+        raise RuntimeError(f"gradient growth needs the gradient of {name}; none was computed")
+    return score_growth(mask, k, grad)
+
+
+DEATH_MODES.register(DeathMode("magnitude", "the smallest |w| of each matrix", per_matrix(magnitude_death)))
+DEATH_MODES.register(DeathMode("set", "SET: the positive and the negative weights nearest zero, half each",
+                               per_matrix(set_death)))
+DEATH_MODES.register(DeathMode("threshold", "DSR's adaptive threshold per matrix (count within 5%)", _threshold))
+DEATH_MODES.register(DeathMode("global_magnitude", "the smallest |w| across all matrices (one threshold)", _global))
+GROWTH_MODES.register(GrowthMode("random", "uniformly random inactive positions",
+                                 lambda mask, k, name, s: random_growth(mask, k, s.generator)))
+GROWTH_MODES.register(GrowthMode("gradient", "RigL: the largest |dense gradient|", _gradient))
+GROWTH_MODES.register(GrowthMode("momentum", "SNFS: the largest |momentum of the dense gradient|",
+                                 lambda mask, k, name, s: score_growth(mask, k, s.momenta[name]), uses_momentum=True))
 
 
 # ---- redistribution -------------------------------------------------------------------------------------

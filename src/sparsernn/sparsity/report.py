@@ -7,13 +7,14 @@ from typing import Any
 from rich.table import Table
 from torch import nn
 
+from sparsernn.models.discovery import declares_stack, discover
 from sparsernn.sparsity.masks import MASK_SUFFIX
 
 
 def density_report(model: nn.Module) -> dict[str, Any]:
     """``{"matrices": [...], "nonzero": n, "total": N, "density": n/N}`` from the model's mask buffers
     (empty matrices list for a model without masks)."""
-    gates_of = {layer.module: layer.gates for layer in getattr(model, "recurrent_stack", lambda: ())()}
+    gates_of = {layer.module: layer.gates for layer in (discover(model) if declares_stack(model) else ())}
     rows = []
     for buffer_name, mask in model.named_buffers():
         if not buffer_name.endswith(MASK_SUFFIX):

@@ -98,7 +98,7 @@ def method_config(method: str, density: float, total_steps: int | None, steps_pe
     config = validate({"sparsity": {"method": method, "density": density, **settings},
                        "train": {"epochs": epochs, "seed": seed}}, "sparsify")
     resolved = resolve_method(config)
-    if resolved.sparsity.update_every == "epoch" and method != "static" and steps_per_epoch is None:
+    if getattr(resolved.sparsity, "update_every", None) == "epoch" and steps_per_epoch is None:  # static: none
         raise ConfigError(f"method {method} updates its masks at epoch ends: give steps_per_epoch= (or "
                           "update_every= a number of steps)")
     return resolved

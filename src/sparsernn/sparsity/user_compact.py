@@ -104,11 +104,10 @@ def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
 @torch.no_grad()
 def compact(model: nn.Module, example_input: Any) -> nn.Module:
     """A copy of ``model`` without its all-zero ISS components: narrower recurrent layers and ``nn.Linear``
-    heads, outputs equal to ``model``'s. Refused in one line: a layer left with no units, a bidirectional
-    layer (its components span both directions; not compacted here yet), a stack discovery cannot prove."""
+    heads (a tied ``nn.Embedding`` narrowed with its head, still tied), outputs equal to ``model``'s (a bidirectional layer's unit k is unit k of both directions, so it
+    stays one bidirectional module). Refused in one line: a layer left with no units, a stack discovery
+    cannot prove."""
     stack = discover(model, example_input)
-    if any(layer.bidirectional for layer in stack):
-        raise DiscoveryError(f"{stack[0].module}: compaction of bidirectional layers is not supported yet")
     slices = discovered_slices(model, stack)
     keep = [(~zero).nonzero().squeeze(1) for zero in removable(model, stack, slices)]
     empty = [layer.name for layer, k in zip(stack, keep) if len(k) == 0]
@@ -122,7 +121,7 @@ def compact(model: nn.Module, example_input: Any) -> nn.Module:
         device = next(model.get_submodule(path).parameters()).device
         _replace(small, path, _rebuilt_rnn(model.get_submodule(path), path, widths, params).to(device))
     for name, value in params.items():
-        path, _, leaf = name.rpartition(".")
+        path = name.rpartition(".")[0]
         if path in modules:
             continue
         head = model.get_submodule(path)
@@ -133,4 +132,19 @@ def compact(model: nn.Module, example_input: Any) -> nn.Module:
         if head.bias is not None:
             new.bias.copy_(head.bias)
         _replace(small, path, new)
+    _retie(model, small)
     return small.train(model.training)
+
+
+def _retie(model: nn.Module, small: nn.Module) -> None:
+    """Each ``nn.Embedding`` tied to a head that was rebuilt takes the new head's weight: as narrow as
+    the head's input, and still tied."""
+    heads = {id(m.weight): path for path, m in model.named_modules() if isinstance(m, nn.Linear)}
+    for path, emb in model.named_modules():
+        if not isinstance(emb, nn.Embedding) or id(emb.weight) not in heads:
+            continue
+        weight = small.get_submodule(heads[id(emb.weight)]).weight
+        new = nn.Embedding(weight.shape[0], weight.shape[1], emb.padding_idx, emb.max_norm, emb.norm_type,
+                           emb.scale_grad_by_freq, emb.sparse)
+        new.weight = weight
+        _replace(small, path, new)

@@ -12,29 +12,39 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from sparsernn.config import ModelConfig
-from sparsernn.errors import CheckpointError
+from sparsernn.config import DataConfig, ModelConfig
+from sparsernn.errors import CheckpointError, DataError
 from sparsernn.registry import Registry
+from sparsernn.settings import TASK_SETTINGS
+
+if TYPE_CHECKING:
+    from sparsernn.config import RunConfig
 
 
 def format_metric(name: str, value: float | None) -> str:
-    """A metric as tables show it: accuracy in percent, anything else (perplexity, loss) to 2 places."""
-    if value is None:
-        return "-"
-    return f"{value:.2%}" if name == "accuracy" else f"{value:.2f}"
+    """A metric as tables show it: as the registered task whose primary metric it is formats it (accuracy
+    in percent), anything else (perplexity, loss) to 2 places."""
+    metric = next((task.primary for task in TASKS if task.primary.name == name), Metric(name, "min"))
+    return metric.format(value)
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A named evaluation metric and whether lower or higher is better."""
+    """A named evaluation metric, whether lower or higher is better, and whether tables show it in percent."""
 
     name: str
     goal: Literal["min", "max"]
+    percent: bool = False
+
+    def format(self, value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.2%}" if self.percent else f"{value:.2f}"
 
     def better(self, value: float, than: float | None) -> bool:
         if than is None:
@@ -51,17 +61,36 @@ class Metric:
 
 
 class Task(ABC):
-    """One learning problem. ``kind`` names its checkpoints; ``primary`` is the validation metric that
-    picks the best epoch; ``unit`` is what training throughput counts (tokens)."""
+    """One learning problem. ``name`` is its one name: ``data.task`` in a config, the registry key, the
+    kind its checkpoints record (``kind``, the same); ``settings`` is the model of a run's ``data``
+    section for it (``DataConfig``, or a subclass adding the task's own settings); ``corpus`` the type
+    of the data it wraps (``build_task``); ``primary`` is the validation metric that picks the best
+    epoch; ``unit`` is what training throughput counts (tokens). A subclass registers itself with
+    ``TASKS.register`` and is then found by name alone (``sparsernn train --task NAME``)."""
 
+    name: str
     kind: str
     description: str
     primary: Metric
     unit: str = "tok"
+    settings: ClassVar[type[DataConfig]] = DataConfig
+    corpus: ClassVar[type | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.name = getattr(cls, "kind", cls.__name__)  # the registry key
+        if "name" not in cls.__dict__ and "kind" in cls.__dict__:  # a task written before names were one
+            cls.name = cls.kind
+        cls.kind = getattr(cls, "name", cls.__name__)  # checkpoints record the task's name
+
+    @classmethod
+    def load_data(cls, config: RunConfig) -> tuple[Any, Path, str | None]:
+        """The corpus ``config.data`` names: ``(corpus, its directory, a note or None)``."""
+        raise DataError(f"task {cls.name} loads no corpus itself: give the Trainer its data")
+
+    @classmethod
+    def from_data(cls, config: RunConfig, corpus: Any, device: torch.device | str = "cpu") -> Task:
+        """The task over ``corpus`` (what ``load_data`` returned) for ``config``."""
+        return cls(config, corpus, device)
 
     @property
     @abstractmethod
@@ -123,3 +152,4 @@ class Task(ABC):
 
 
 TASKS: Registry[type[Task]] = Registry("task")
+TASK_SETTINGS.bind(lambda name: TASKS[name].settings, TASKS.names)  # data.task selects the task's settings

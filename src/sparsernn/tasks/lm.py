@@ -59,9 +59,18 @@ class LanguageModelling(Task):
     next and starts from zero whenever the streams start over. Valid and test are batchified on first
     use: a run that never asks for test scores never reads the test split."""
 
-    kind = "language-model"
+    name = "lm"  # checkpoints of sparsernn <= 0.3 say "language-model" (an alias, settings.TASK_SETTINGS)
     description = "word-level language modelling (PTB), scored by perplexity"
     primary = Metric("ppl", "min")
+    corpus = Corpus
+
+    @classmethod
+    def load_data(cls, config: RunConfig) -> tuple[Corpus, Path, str | None]:
+        """PTB where ``data.dir`` (or the data roots) has it, else a generated corpus (the note says so)."""
+        from sparsernn.data import load_corpus, resolve_lm_dir
+
+        directory, note = resolve_lm_dir(config.data.dir)
+        return load_corpus(directory), directory, note
 
     def __init__(self, config: RunConfig, corpus: Corpus, device: torch.device | str = "cpu") -> None:
         self.corpus = corpus

@@ -11,7 +11,7 @@ from torch import nn
 
 from sparsernn.config import ModelConfig, RunConfig
 from sparsernn.data.conll import TaggedCorpus, pad_batch, word_id
-from sparsernn.errors import CheckpointError, ConfigError, SparsernnError
+from sparsernn.errors import CheckpointError, ConfigError, DataError, SparsernnError
 from sparsernn.models.embedding import word_ranks
 from sparsernn.models.tagger import SequenceTagger
 from sparsernn.tasks.base import TASKS, Metric, Task
@@ -29,9 +29,23 @@ class Tagging(Task):
     """``corpus`` in batches of ``data.batch_size`` sentences, shuffled per epoch with a seed that
     depends on ``(train.seed, epoch)`` only (so a resumed run sees the same batches)."""
 
-    kind = "tagger"
+    name = "tagging"  # checkpoints of sparsernn <= 0.3 say "tagger" (an alias, settings.TASK_SETTINGS)
     description = "sequence tagging (WSJ POS), scored by token accuracy"
-    primary = Metric("accuracy", "max")
+    primary = Metric("accuracy", "max", percent=True)
+    corpus = TaggedCorpus
+
+    @classmethod
+    def load_data(cls, config: RunConfig) -> tuple[TaggedCorpus, Path, None]:
+        """The CoNLL files in ``data.dir``, else ``wsj-pos`` under the data roots."""
+        from sparsernn.data.conll import load_tagged_corpus
+        from sparsernn.data.locate import data_roots
+
+        found = (root / "wsj-pos" for root in data_roots() if (root / "wsj-pos" / "wsj_train.conll").is_file())
+        directory = Path(config.data.dir).expanduser() if config.data.dir else next(found, None)
+        if directory is None:
+            raise DataError("no tagging corpus: give --data-dir (a directory with train/valid/test .conll files, "
+                            "e.g. ../shared/data/wsj-pos)")
+        return load_tagged_corpus(directory), directory, None
 
     def __init__(self, config: RunConfig, corpus: TaggedCorpus, device: torch.device | str = "cpu") -> None:
         self.corpus = corpus

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from sparsernn.config import ModelConfig
 from sparsernn.registry import Registry
+from sparsernn.settings import CELL_SETTINGS, own_fields
 
 # Per-layer recurrent state as PyTorch's modules take it: (h, c) for an LSTM, h otherwise;
 # each tensor is (directions, batch, hidden).
@@ -67,8 +69,15 @@ class Cell(ABC):
     description: str
     gates: tuple[str, ...]
     state_tensors: int = 1  # tensors in a layer's state: 2 for (h, c), 1 for h
-    options: tuple[str, ...] = ()  # the cell-specific fields of ModelConfig it reads (RHN: depth, ...)
+    # the model section of a run with this cell: ModelConfig, or a subclass adding the cell's own options
+    # (RHN: depth, ...), each typed, validated and documented there; `--cell NAME` selects it
+    settings: ClassVar[type[ModelConfig]] = ModelConfig
     supports_iss: bool = True  # ISS components (unit_slices) and compaction are defined for it
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The cell's own settings: the fields its settings model adds to ModelConfig."""
+        return own_fields(self.settings, ModelConfig)
 
     # ---- the module ------------------------------------------------------------------------------
 
@@ -153,6 +162,7 @@ class Cell(ABC):
 
 
 CELLS: Registry[Cell] = Registry("cell")
+CELL_SETTINGS.bind(lambda name: CELLS[name].settings, CELLS.names)  # model.cell selects the cell's settings
 
 
 # ---- the Jacobian of one step ---------------------------------------------------------------------

@@ -21,11 +21,14 @@ count of a dense one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 from torch.func import functional_call
 
+from sparsernn.config import ModelConfig
 from sparsernn.models.cells.base import CELLS, CellParams, UnitSlice
 from sparsernn.models.cells.lstm import LSTM
 
@@ -193,13 +196,48 @@ class MaskedBlockLSTM(nn.Module):
                 getattr(self.lstm, name).copy_(value)
 
 
+class BlockLSTMSettings(ModelConfig):
+    """The model section of block-sparse LSTM layers: the shared fields and the blocks' layout."""
+
+    segments: list[int] = Field(
+        default_factory=lambda: [1], min_length=1,
+        description="block_lstm: parallel LSTMs per layer (one value for all layers, or one per layer)")
+    gamma: list[float] = Field(
+        default_factory=lambda: [1.0], min_length=1,
+        description="block_lstm: fraction of the layer's input each segment reads (one value, or one per layer)")
+    block_form: Literal["parallel", "masked"] = Field(
+        "parallel", description="block_lstm: parallel LSTMs (stores only the blocks) | masked dense LSTM")
+
+    def segments_of(self, layer: int) -> int:
+        return self.segments[layer] if len(self.segments) > 1 else self.segments[0]
+
+    def gamma_of(self, layer: int) -> float:
+        return self.gamma[layer] if len(self.gamma) > 1 else self.gamma[0]
+
+    @model_validator(mode="after")
+    def _per_layer_lengths(self) -> BlockLSTMSettings:
+        for name in ("segments", "gamma"):
+            values = getattr(self, name)
+            if len(values) not in (1, len(self.hidden_sizes)):
+                raise ValueError(f"{name}: {len(values)} values for {len(self.hidden_sizes)} layers "
+                                 "(give one for all, or one per layer)")
+        if any(not 0.0 < g <= 1.0 for g in self.gamma):
+            raise ValueError(f"gamma: every value must be in (0, 1], got {self.gamma}")
+        if any(n < 1 for n in self.segments):
+            raise ValueError(f"segments: every value must be at least 1, got {self.segments}")
+        for layer, hidden in enumerate(self.hidden_sizes):
+            if self.segments_of(layer) > hidden:
+                raise ValueError(f"segments: {self.segments_of(layer)} segments for layer {layer + 1} of {hidden} units")
+        return self
+
+
 class BlockLSTM(LSTM):
     """LSTM layers of ``model.segments`` parallel LSTMs over ``model.gamma`` input windows."""
 
     name = "block_lstm"
     description = ("block-sparse LSTM (Demeester et al. 2018): model.segments parallel LSTMs over input "
                    "windows of model.gamma; state (h, c)")
-    options = ("segments", "gamma", "block_form")
+    settings = BlockLSTMSettings
     supports_iss = False
 
     def module(self, input_size: int, hidden_size: int, bidirectional: bool = False, config=None,

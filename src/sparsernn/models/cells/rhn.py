@@ -28,9 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
+from sparsernn.config import ModelConfig
 from sparsernn.models.cells.base import CELLS, Cell, CellJacobian, CellParams, new_basis
 
 
@@ -265,11 +267,20 @@ class RHNJacobian(CellJacobian):
         return self.apply(self.carries[0].new_empty(K, H, I), input_basis=eye)
 
 
+class RHNSettings(ModelConfig):
+    """The model section of a recurrent highway network: the shared fields and the RHN's own."""
+
+    depth: int = Field(1, gt=0, description="rhn: recurrence depth, micro-layers per time step")
+    transform_bias: float = Field(-2.0, description="rhn: initial bias of the transform gate T (negative: carry)")
+    recurrent_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="rhn: dropout on the state entering each micro-layer, one mask per sequence")
+
+
 class RHN(Cell):
     """A recurrent highway layer; ``model.depth`` micro-layers per step."""
 
     state_tensors = 1
-    options = ("depth", "transform_bias", "recurrent_dropout")
+    settings = RHNSettings
 
     def __init__(self, coupled: bool) -> None:
         self.coupled = coupled
