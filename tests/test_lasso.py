@@ -274,3 +274,13 @@ def test_fine_tuning_a_trained_model_with_a_target_then_compacting(synthetic_dir
     assert rows.heights.tolist() == [lines[m]["zero_rows"] / lines[m]["rows"] for m in matrices]
     assert columns.heights.tolist() == [lines[m]["zero_columns"] / lines[m]["columns"] for m in matrices]
     assert lines["layers.0.weight_hh_l0"]["zero_columns"] == 12  # the 12 removed units of layer 0
+
+
+def test_one_value_or_one_per_layer():
+    from sparsernn.validation import per_layer
+
+    assert per_layer(0.5, 3, "lambdas") == [0.5, 0.5, 0.5]
+    assert per_layer([7], 2, "unit targets") == [7, 7]
+    assert per_layer((1, 2), 2, "unit targets") == [1, 2]
+    with pytest.raises(ValueError, match="3 unit targets for 2 recurrent layers"):
+        per_layer([1, 2, 3], 2, "unit targets")

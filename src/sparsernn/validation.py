@@ -46,3 +46,15 @@ def read_yaml_file(path: str | Path, *, not_found: str | Callable[[], str], unre
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: {unreadable} ({exc})") from None
     return load_yaml(text, path)
+
+
+def per_layer(values: Any, layers: int, what: str) -> list:
+    """``values`` for each of ``layers`` recurrent layers: one value (or a list of one) for all, or one
+    per layer; another count is a ``ValueError`` naming ``what`` (e.g. "unit targets")."""
+    if not isinstance(values, (list, tuple)):
+        return [values] * layers
+    if len(values) == 1:
+        return list(values) * layers
+    if len(values) != layers:
+        raise ValueError(f"{len(values)} {what} for {layers} recurrent layers")
+    return list(values)

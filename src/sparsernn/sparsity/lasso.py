@@ -47,6 +47,7 @@ from sparsernn.sparsity.iss import (
     units_for_multiply_adds,
 )
 from sparsernn.sparsity.modes import gmp_density
+from sparsernn.validation import per_layer
 
 def group_soft_threshold(norms: torch.Tensor, step: float | torch.Tensor) -> torch.Tensor:
     """Scale factors of the group soft-threshold ``prox_{step ||.||}``: ``max(0, 1 - step / ||w||)``
@@ -175,21 +176,13 @@ class GroupLasso:
         self.slices = [s for s in slices if self.biases or not s.is_bias]
         self.params = sorted({s.param for s in self.slices})
         self.full = [layer.hidden_size for layer in stack]
-        if isinstance(self.lambdas, (int, float)):
-            values = [float(self.lambdas)] * len(stack)
-        else:
-            if len(self.lambdas) != len(stack):
-                raise ValueError(f"{len(self.lambdas)} lambdas for {len(stack)} recurrent layers")
-            values = [float(v) for v in self.lambdas]
+        values = [float(v) for v in per_layer(self.lambdas, len(stack), "lambdas")]
         # float64 so that a steered lambda resumes bit for bit
         self.layer_lambdas = torch.tensor(values, dtype=torch.float64)
         if self.target_ratio is not None:
             self.targets = units_for(self.target_ratio)
         elif self.requested_targets is not None:
-            targets = list(self.requested_targets)
-            targets = targets * len(stack) if len(targets) == 1 else targets
-            if len(targets) != len(stack):
-                raise ValueError(f"{len(targets)} unit targets for {len(stack)} recurrent layers")
+            targets = per_layer(self.requested_targets, len(stack), "unit targets")
             bad = [(t, h) for t, h in zip(targets, self.full) if not 0 < t <= h]
             if bad:
                 raise ValueError(f"a unit target must be in 1..the layer's width, got {bad[0][0]} for width {bad[0][1]}")

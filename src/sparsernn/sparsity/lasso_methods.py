@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from sparsernn.config import SparsityConfig
 from sparsernn.sparsity.lasso import GroupLasso
 from sparsernn.sparsity.registry import METHODS, Method
+from sparsernn.validation import per_layer
 
 
 class L1Settings(SparsityConfig):
@@ -81,12 +82,12 @@ def _resolve(config) -> None:
         if s.target_epoch > config.train.epochs:
             raise ValueError(f"sparsity.target_epoch {s.target_epoch} is after the last epoch ({config.train.epochs})")
         n_layers = len(config.model.hidden_sizes)
-        if s.target_units is not None and len(s.target_units) not in (1, n_layers):
-            raise ValueError(f"sparsity.target_units: {len(s.target_units)} values for {n_layers} recurrent layers "
-                             "(give one per layer, or one for all)")
         if s.target_units is not None:
-            for t, h in zip(s.target_units * n_layers if len(s.target_units) == 1 else s.target_units,
-                            config.model.hidden_sizes):
+            try:
+                targets = per_layer(s.target_units, n_layers, "values")
+            except ValueError as exc:
+                raise ValueError(f"sparsity.target_units: {exc} (give one per layer, or one for all)") from None
+            for t, h in zip(targets, config.model.hidden_sizes):
                 if not 0 < t <= h:
                     raise ValueError(f"sparsity.target_units: {t} is not in 1..{h} (the layer's width)")
     elif getattr(s, "target_epoch", None) is not None:
