@@ -35,7 +35,8 @@ def open_trainer(config: RunConfig, run: RunDir, reporter: Reporter, *, resume: 
     if resume:
         trainer = Trainer.open(run.path, corpus, overrides=overrides, reporter=reporter)
     else:
-        config.data.dir = str(corpus_dir.resolve())  # the run records exactly which corpus it used
+        # the run records exactly which corpus it used (a new value: the config is resolved, immutable)
+        config = config.model_copy(update={"data": config.data.model_copy(update={"dir": str(corpus_dir.resolve())})})
         trainer = Trainer(config, corpus, run.path, reporter=reporter)
     for split in ("valid", "test"):  # the splits fit() evaluates
         trainer.task.check_split(split)

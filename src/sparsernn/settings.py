@@ -23,7 +23,7 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -33,6 +33,32 @@ class Settings(BaseModel):
     no infinite or NaN value (1e999 is YAML's inf), no NUL character in a string."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    # set by ``freeze``: a config resolved where it entered is passed on as a value nobody changes
+    _frozen: bool = PrivateAttr(default=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not name.startswith("_") and self._frozen:
+            raise TypeError(f"{type(self).__name__}.{name}: this config is resolved and immutable; change a copy "
+                            "(config.model_copy(deep=True)) or the config before it is resolved")
+        super().__setattr__(name, value)
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None):
+        copied = super().__deepcopy__(memo)  # nested sections are deep-copied through this too
+        copied._frozen = False  # a copy is a new value, to be changed and resolved again
+        return copied
+
+    def freeze(self):
+        """Make this config and every section of it immutable; returns it."""
+        for value in self.__dict__.values():
+            if isinstance(value, Settings):
+                value.freeze()
+        self._frozen = True
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
 
     @field_validator("*")
     @classmethod

@@ -73,8 +73,11 @@ METHOD_SETTINGS.bind(lambda name: METHODS[name].settings, METHODS.names)  # spar
 
 
 def resolve_method(config: RunConfig) -> RunConfig:
-    """A copy of ``config`` with its sparsity method's defaults filled in and its settings checked;
-    a problem is a one-line ``ConfigError`` naming the field."""
+    """A copy of ``config`` with its sparsity method's defaults filled in and its settings checked, made
+    immutable; a problem is a one-line ``ConfigError`` naming the field. A config is resolved once, where
+    it enters (CLI, API, search): a resolved one is returned as it is, not copied and resolved again."""
+    if config.frozen:
+        return config
     resolved = config.model_copy(deep=True)
     sparsity = resolved.sparsity
     try:
@@ -91,7 +94,7 @@ def resolve_method(config: RunConfig) -> RunConfig:
             method.resolve(resolved)
     except ValueError as exc:
         raise ConfigError(str(exc).removeprefix("Value error, ")) from None
-    return resolved
+    return resolved.freeze()
 
 
 def build_sparsifier(config: RunConfig, steps_per_epoch: int) -> Sparsifier:
