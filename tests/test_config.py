@@ -72,3 +72,23 @@ def test_override_values_parse_as_yaml():
     assert parse_override("optim.clip=null") == ("optim.clip", None)
     with pytest.raises(ConfigError, match="expected FIELD=VALUE"):
         parse_override("optim.lr")
+
+
+def test_a_config_is_resolved_once_and_immutable_after():
+    import copy
+
+    from sparsernn.config import resolve_config
+    from sparsernn.sparsity import resolve_method
+
+    config = resolve_config("hyperprune-demo", None, {"sparsity.method": "rigl", "sparsity.density": 0.5})
+    resolved = resolve_method(config)
+    assert resolved is not config and not config.frozen  # the value given is left as it was
+    assert resolved.sparsity.death_rate is not None  # the method's defaults filled in
+    assert resolve_method(resolved) is resolved  # not copied and resolved again downstream
+    with pytest.raises(TypeError, match="RiglSettings.density: this config is resolved and immutable"):
+        resolved.sparsity.density = 0.3
+    with pytest.raises(TypeError, match="immutable"):
+        resolved.train = resolved.train
+    changed = copy.deepcopy(resolved)  # a copy is a new value to change and resolve
+    changed.sparsity.density = 0.3
+    assert resolve_method(changed).sparsity.density == 0.3 and resolved.sparsity.density == 0.5
