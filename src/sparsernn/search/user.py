@@ -30,6 +30,7 @@ from sparsernn.search.space import SearchSpace
 from sparsernn.search.storage import DB
 from sparsernn.search.study import CandidateStore
 from sparsernn.tasks.base import Metric
+from sparsernn.validation import validation_line
 
 SCORE = "score"  # the metric's name in the report: rows carry ``val_score`` and ``best_val_score``
 
@@ -110,10 +111,7 @@ def _settings(**given: Any) -> SearchSettings:
     try:
         return SearchSettings(**{**given, "workers": 1})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"hyperprune: {where + ': ' if where else ''}"
-                          f"{err['msg'].removeprefix('Value error, ')}") from None
+        raise ConfigError(f"hyperprune: {validation_line(exc, given='never')}") from None
 
 
 def _space(space: SearchSpace | dict[str, Any]) -> SearchSpace:
@@ -122,10 +120,7 @@ def _space(space: SearchSpace | dict[str, Any]) -> SearchSpace:
     try:
         return SearchSpace.model_validate(space)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"hyperprune space: {where + ': ' if where else ''}"
-                          f"{err['msg'].removeprefix('Value error, ')}") from None
+        raise ConfigError(f"hyperprune space: {validation_line(exc, unknown='unknown key', given='never')}") from None
 
 
 def _stored(out: Path, storage: str | None) -> bool:
