@@ -19,12 +19,10 @@ def export(
     from sparsernn.deploy import export_model
     from sparsernn.runs import load_model
 
-    model, config, vocab, meta = load_model(ckpt)
-    vocab_size = len(vocab) if vocab is not None else len(meta["vocab"])
-    sidecar = {"kind": meta.get("kind"), "config": config.to_dict(),
-               **({"vocab": list(vocab.words)} if vocab is not None else {}),
+    model, config, vocab, meta = load_model(ckpt)  # every kind's checkpoint carries its vocabulary
+    sidecar = {"kind": meta.get("kind"), "config": config.to_dict(), "vocab": list(vocab.words),
                **({"tags": meta["tags"]} if "tags" in meta else {})}
-    description = export_model(model, output, vocab_size, sidecar=sidecar)
+    description = export_model(model, output, len(vocab), sidecar=sidecar)
     out.print(f"wrote {output} ({output.stat().st_size / 2**20:.2f} MiB; ONNX Runtime vs PyTorch: max difference "
               f"{description['max_abs_difference']:.2g} at (sequence, batch) {description['checked_at']}); "
               f"vocabulary and config in {output}.json")
