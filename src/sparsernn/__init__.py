@@ -3,7 +3,9 @@
 The public verbs work on any ``nn.Module`` (a user's ``nn.LSTM``/``nn.GRU``/``nn.RNN`` model as much as
 the toolkit's own): ``sparsify`` (sparse training with a mask method), ``group_lasso`` and ``compact`` (ISS),
 ``lyapunov_spectrum`` and
-``discover`` (the recurrent stack they read). They are imported on first use, so ``import sparsernn``
+``discover`` (the recurrent stack they read); and to ship one, ``export_model`` (ONNX, checked in ONNX
+Runtime), ``export_int8`` and ``quantize_model`` (dynamic int8), ``OnnxModel`` (an exported file run
+behind the model's interface) and ``generate`` (text). They are imported on first use, so ``import sparsernn``
 (the CLI's start, reading ``__version__``) does not load torch.
 """
 
@@ -30,6 +32,11 @@ _EXPORTS = {
     "hyperprune": "sparsernn.search.user",
     "HyperpruneResult": "sparsernn.search.user",
     "RecurrentLayer": "sparsernn.models.stack",
+    "export_model": "sparsernn.deploy",
+    "export_int8": "sparsernn.deploy",
+    "quantize_model": "sparsernn.deploy",
+    "OnnxModel": "sparsernn.deploy",
+    "generate": "sparsernn.deploy",
     "DiscoveryError": "sparsernn.errors",
     "SparsernnError": "sparsernn.errors",
 }

@@ -1,5 +1,5 @@
-"""Text from a language model: greedy (temperature 0) or sampled with temperature and top-k, the same
-text for the same seed."""
+"""Text from a language model, in PyTorch or from an exported ONNX file (``OnnxModel``): greedy
+(temperature 0) or sampled with temperature and top-k, the same text for the same seed."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def generate(model: nn.Module, vocab, prompt: str, tokens: int, *, temperature: 
     words = prompt.split() or ["<eos>"]
     unknown = vocab.id("<unk>") if "<unk>" in vocab else 0
     ids = [vocab.id(w) if w in vocab else unknown for w in words]
-    device = next(model.parameters()).device
+    # an ONNX Runtime model (deploy.onnx_model) has no parameters and takes CPU tensors
+    device = next(iter(model.parameters()), torch.empty(0)).device
     state = model.init_state(1)
     generator = torch.Generator().manual_seed(seed)
     logits, state = model.eval()(torch.tensor(ids, device=device).view(-1, 1), state)

@@ -77,7 +77,9 @@ class RNNLanguageModel(nn.Module):
 
     def init_state(self, batch_size: int) -> list[LayerState]:
         spec = CELLS[self.cell]
-        return [spec.zero_state(batch_size, h, self.decoder.weight) for h in self.hidden_sizes]
+        # the embedding's dtype and device: it stays float when the decoder is quantized to int8
+        like = next(self.embedding.parameters())
+        return [spec.zero_state(batch_size, h, like) for h in self.hidden_sizes]
 
     def forward(self, tokens: torch.Tensor, state: list[LayerState]) -> tuple[torch.Tensor, list[LayerState]]:
         x = self.dropout_input(self._embed(tokens))

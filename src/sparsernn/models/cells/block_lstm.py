@@ -164,6 +164,8 @@ class MaskedBlockLSTM(nn.Module):
     """The same layer as one dense ``nn.LSTM`` whose weights are multiplied by fixed block masks in
     every forward pass (gradients outside the blocks are zero, so those weights never move)."""
 
+    reads_child_weights = True  # forward passes its LSTM's weights itself: int8 cannot replace that LSTM
+
     def __init__(self, input_size: int, hidden_size: int, segments: int, gamma: float) -> None:
         super().__init__()
         self.input_size, self.hidden_size, self.bidirectional = input_size, hidden_size, False
