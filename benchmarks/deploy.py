@@ -104,7 +104,7 @@ def variants(name: str, model: nn.Module, directory: Path) -> dict[str, dict]:
     float_file = directory / f"{name}.onnx"
     export_model(model, float_file, vocab)
     rows = {name: {"eager": model, "onnx": float_file, "bytes": float_file.stat().st_size,
-                   "parameters": sum(p.numel() for p in model.parameters()),
+                   "hidden_sizes": list(model.hidden_sizes), "parameters": sum(p.numel() for p in model.parameters()),
                    "nonzero": sum(int((p != 0).sum()) for p in model.parameters())}}
     if name == "dense" or name.startswith("iss"):
         int8_file = directory / f"{name}-int8.onnx"
@@ -195,7 +195,8 @@ def table(rows: dict[str, dict], ppl: dict, timed: dict) -> dict[str, dict]:
                     ("throughput_ratio", measured[f"{name}|{runtime}"]["throughput"] / base["throughput"]),
                     ("latency_ms", 1e3 * measured[f"{name}|{runtime}"]["latency"]),
                     ("tokens_per_s", measured[f"{name}|{runtime}"]["throughput"]))}
-        stored[name] = {"val_ppl": ppl[name], "parameters": row["parameters"], "nonzero": row["nonzero"],
+        stored[name] = {"val_ppl": ppl[name], "hidden_sizes": row["hidden_sizes"], "parameters": row["parameters"],
+                        "nonzero": row["nonzero"],
                         "bytes": row["bytes"], **({"eager_bytes": row["eager_bytes"]} if "eager_bytes" in row else {}),
                         "timing": timing}
     return stored
@@ -231,12 +232,13 @@ def report(result: dict) -> None:
     for threads in map(str, result["threads"]):
         print(f"\n{threads} thread(s), speed as a ratio to dense float in eager (latency: batch 1, one token per "
               "call; throughput: batch 20 x 35)")
-        print(f"{'model':16s} {'val ppl':>8s} {'ORT ppl':>8s} {'non-zero':>8s} {'MiB':>6s} "
+        print(f"{'model':16s} {'widths':>8s} {'val ppl':>8s} {'ORT ppl':>8s} {'non-zero':>8s} {'MiB':>6s} "
               f"{'lat eager':>9s} {'lat ORT':>9s} {'thr eager':>9s} {'thr ORT':>9s}")
         for name, row in result["rows"].items():
             t = row["timing"][threads]
             onnx_ppl = row["val_ppl"].get("onnx")
-            print(f"{name:16s} {row['val_ppl']['eager']:8.2f} {f'{onnx_ppl:.2f}' if onnx_ppl else '-':>8s} "
+            widths = ",".join(map(str, row["hidden_sizes"]))
+            print(f"{name:16s} {widths:>8s} {row['val_ppl']['eager']:8.2f} {f'{onnx_ppl:.2f}' if onnx_ppl else '-':>8s} "
                   f"{row['nonzero'] / 1e6:7.2f}M {row['bytes'] / 2**20:6.2f} {_ratio(t, 'eager_latency_ratio')} "
                   f"{_ratio(t, 'onnx_latency_ratio')} {_ratio(t, 'eager_throughput_ratio')} "
                   f"{_ratio(t, 'onnx_throughput_ratio')}")

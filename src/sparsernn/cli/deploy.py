@@ -22,14 +22,15 @@ class Precision(str, Enum):
 
 def export(
     ckpt: Annotated[Path, typer.Argument(help="a run directory (its best model) or a checkpoint")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="the file to write, model.onnx")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the file to write: model.onnx, or model.pt2 "
+                                                                         "(torch.export)")],
     quantize: Annotated[Optional[Precision], typer.Option(help="int8: dynamic int8 weights for the recurrent and "
                                                                "linear layers; prints the validation metric of "
                                                                "both")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Export a trained model to ONNX (dynamic batch and sequence; the state as inputs and outputs),
-    written only once ONNX Runtime agrees with PyTorch to 1e-4; MODEL.onnx.json beside it."""
+    """Export a trained model to ONNX or torch.export (dynamic batch and sequence; the state as inputs
+    and outputs), written only once the file read back agrees with PyTorch to 1e-4; FILE.json beside it."""
     from sparsernn.deploy import export_int8, export_model
     from sparsernn.runs import load_model
 
@@ -39,8 +40,9 @@ def export(
     write = export_int8 if quantize is not None else export_model
     description = write(model, output, len(vocab), sidecar=sidecar)
     difference = description.get("max_abs_difference", description.get("float_max_abs_difference"))
-    out.print(f"wrote {output} ({output.stat().st_size / 2**20:.2f} MiB{', int8' if quantize else ''}; ONNX Runtime "
-              f"vs PyTorch{' before quantizing' if quantize else ''}: max difference {difference:.2g} at (sequence, "
+    runtime = "ONNX Runtime" if output.suffix == ".onnx" else "torch.export.load"
+    out.print(f"wrote {output} ({output.stat().st_size / 2**20:.2f} MiB{', int8' if quantize else ''}; {runtime} vs "
+              f"PyTorch{' before quantizing' if quantize else ''}: max difference {difference:.2g} at (sequence, "
               f"batch) {description['checked_at']}); vocabulary and config in {output}.json")
     if quantize is not None:
         from sparsernn.deploy import OnnxModel

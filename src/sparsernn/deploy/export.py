@@ -1,10 +1,12 @@
-"""Export a model to ONNX, checked before it is written.
+"""Export a model to ONNX or to torch.export's ``.pt2``, checked before it is written.
 
-The file is written beside its target under a temporary name, run in ONNX Runtime
+The file is written beside its target under a temporary name, run (ONNX Runtime; ``torch.export.load``)
 at two sequence lengths and two batch sizes against PyTorch, and moved into place only when every
 output agrees to ``tolerance``; otherwise nothing is left behind and the error says by how much. Batch
 and sequence length are dynamic; the carried state is an input and an output (``state_L_P``: layer L,
-part P), so a caller continues a text in pieces.
+part P), so a caller continues a text in pieces. Layers whose loop over time an exporter would unroll
+are exported in a form that keeps it one loop (``recurrence``): an RHN in ONNX, every layer in ``.pt2``.
+A ``.pt2`` file needs PyTorch only: ``torch.export.load(path).module()(tokens, *state)``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from sparsernn.deploy.pt2 import load_pt2, write_pt2
+from sparsernn.deploy.recurrence import export_forms, onnx_form
 from sparsernn.deploy.wrap import DeployableModel, deployable
 from sparsernn.errors import SparsernnError
 
@@ -53,50 +58,96 @@ def _write_onnx(wrapped: DeployableModel, inputs, path: Path) -> None:
     for name, tensor in zip(names[1:], inputs[1:]):
         axes[name] = axes[f"{name}_out"] = {tensor.dim() - 2: "batch"}  # (layers, batch, hidden) or (batch, hidden)
     try:
-        with warnings.catch_warnings():
+        # layers the tracer cannot take as they are, in their export forms (an RHN's loop: an ONNX Loop)
+        with warnings.catch_warnings(), export_forms(wrapped, onnx_form):
             # the TorchScript exporter's deprecation, and its batch-size caution for RNNs whose initial
             # state is not an input: here the state is an input, and the check below runs other batches
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapped, tuple(inputs), str(path), dynamo=False, input_names=names, output_names=outputs,
                               dynamic_axes=axes, opset_version=17)
     except Exception as exc:  # noqa: BLE001 - any exporter failure is one line naming the model
-        raise ExportError(f"ONNX export of {type(wrapped.model).__name__} failed: "
-                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        raise ExportError(f"ONNX export of {type(wrapped.model).__name__} failed: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _write_pt2(wrapped: DeployableModel, inputs, path: Path) -> None:
+    try:
+        write_pt2(wrapped, inputs, path)
+    except Exception as exc:  # noqa: BLE001 - any exporter failure is one line naming the model
+        layers = sorted({type(m).__name__ for m in getattr(wrapped.model, "layers", [])})
+        raise ExportError(f"torch.export (.pt2) of {type(wrapped.model).__name__} (layers: {', '.join(layers)}) "
+                          f"failed: {_first_line(exc)}") from None
+
+
+def _largest_difference(wrapped: DeployableModel, vocab_size: int,
+                        run: Callable[[tuple[torch.Tensor, ...]], list[torch.Tensor]]) -> float:
+    """The largest difference between ``run``'s outputs and PyTorch's over the check's shapes."""
+    worst = 0.0
+    for seq, batch in CHECK_SHAPES:
+        inputs = example_inputs(wrapped, seq, batch, vocab_size, seed=seq)
+        with torch.inference_mode():
+            expected = wrapped(*inputs)
+        try:
+            got = run(inputs)
+        except Exception as exc:  # noqa: BLE001 - e.g. a loop the exporter unrolled, at another length
+            raise ExportError(f"the exported file fails at (sequence, batch) ({seq}, {batch}): "
+                              f"{_first_line(exc)}") from None
+        worst = max(worst, *(float((g.cpu() - e.cpu()).abs().max()) for g, e in zip(got, expected, strict=True)))
+    return worst
 
 
 def _check_onnx(wrapped: DeployableModel, path: Path, vocab_size: int) -> float:
     ort = _onnxruntime()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    worst = 0.0
-    for seq, batch in CHECK_SHAPES:
-        inputs = example_inputs(wrapped, seq, batch, vocab_size, seed=seq)
+
+    def run(inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        return [torch.from_numpy(g) for g in session.run(None, {n: t.cpu().numpy() for n, t in zip(names, inputs)})]
+
+    return _largest_difference(wrapped, vocab_size, run)
+
+
+def _check_pt2(wrapped: DeployableModel, path: Path, vocab_size: int) -> float:
+    program = load_pt2(path)
+
+    def run(inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         with torch.inference_mode():
-            expected = wrapped(*inputs)
-        got = session.run(None, {n: t.cpu().numpy() for n, t in zip(names, inputs)})
-        worst = max(worst, *(float((torch.from_numpy(g) - e.cpu()).abs().max()) for g, e in zip(got, expected)))
-    return worst
+            return list(program(*inputs))
+
+    return _largest_difference(wrapped, vocab_size, run)
+
+
+def _format_of(path: Path) -> str:
+    """``onnx`` or ``pt2`` from the file name; says what is missing before any work."""
+    if path.suffix not in (".onnx", ".pt2"):
+        raise ExportError(f"{path}: expected a .onnx file name (or .pt2 for torch.export)")
+    if not path.parent.is_dir():
+        raise ExportError(f"{path}: directory {path.parent} does not exist")
+    if path.suffix == ".onnx":
+        _onnxruntime()
+    return path.suffix[1:]
 
 
 def export_model(model: nn.Module, path: str | Path, vocab_size: int, *, sidecar: dict[str, Any] | None = None,
                  tolerance: float = TOLERANCE) -> dict[str, Any]:
-    """Write ``model`` to ``path`` (``.onnx``) and, beside it, ``PATH.json`` (inputs, outputs,
-    the check's largest difference, and ``sidecar``: vocabulary, config). Returns that description."""
+    """Write ``model`` to ``path`` (``.onnx``, or ``.pt2`` for torch.export) and, beside it, ``PATH.json``
+    (inputs, outputs, the check's largest difference, and ``sidecar``: vocabulary, config). Returns
+    that description."""
     path = Path(path)
-    if path.suffix == ".pt2":  # torch.export specialises these models' sequence length today
-        raise ExportError(f"{path}: torch.export (.pt2) is not supported yet; export to .onnx")
-    if path.suffix != ".onnx":
-        raise ExportError(f"{path}: expected a .onnx file name")
-    kind = "onnx"
-    if not path.parent.is_dir():
-        raise ExportError(f"{path}: directory {path.parent} does not exist")
-    _onnxruntime()  # said before any work
+    kind = _format_of(path)
     wrapped = deployable(model)
     inputs = example_inputs(wrapped, *CHECK_SHAPES[0], vocab_size)
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        _write_onnx(wrapped, inputs, temporary)
-        worst = _check_onnx(wrapped, temporary, vocab_size)
+        (_write_onnx if kind == "onnx" else _write_pt2)(wrapped, inputs, temporary)
+        try:
+            worst = (_check_onnx if kind == "onnx" else _check_pt2)(wrapped, temporary, vocab_size)
+        except ExportError as exc:
+            raise ExportError(f"{path}: not written, {exc}") from None
         if not worst <= tolerance:
             raise ExportError(f"{path}: not written, the exported model differs from PyTorch by {worst:.3g} "
                               f"(more than {tolerance:g}) at (sequence, batch) in {list(CHECK_SHAPES)}")
@@ -107,8 +158,12 @@ def export_model(model: nn.Module, path: str | Path, vocab_size: int, *, sidecar
                    "outputs": ["logits", *[f"{n}_out" for n in wrapped.state_names()]],
                    "tokens_layout": "(sequence, batch)", "max_abs_difference": worst, "tolerance": tolerance,
                    "checked_at": [list(s) for s in CHECK_SHAPES], **(sidecar or {})}
+    _write_sidecar(path, description)
+    return description
+
+
+def _write_sidecar(path: Path, description: dict[str, Any]) -> None:
     sidecar_path = path.with_name(path.name + ".json")
     tmp = sidecar_path.with_name(f".{sidecar_path.name}.tmp")
     tmp.write_text(json.dumps(description, indent=1) + "\n")
     os.replace(tmp, sidecar_path)
-    return description
