@@ -107,6 +107,7 @@ def test_int8_needs_an_onnx_name_and_a_tagger_file_runs_padded_batches(trained_r
     line = cli_in_process("export", str(trained_run), "-o", str(tmp_path / "m.pt2"), "--quantize", "int8").one_line_error()
     assert "writes ONNX" in line and not any(tmp_path.iterdir())
     assert "no such file" in cli_in_process("generate", str(tmp_path / "none.onnx")).one_line_error()
+    assert "torch.export.load" in cli_in_process("generate", str(tmp_path / "m.pt2")).one_line_error()
 
 
 def test_an_exported_tagger_scores_padded_sentences_as_pytorch_does(tmp_path):

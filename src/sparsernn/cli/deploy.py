@@ -106,6 +106,9 @@ def _language_model(source: Path):
     """``(model, vocabulary)`` of a run, a checkpoint or an exported ONNX file."""
     from sparsernn.data.lm import Vocabulary
 
+    if source.suffix == ".pt2":
+        raise SparsernnError(f"{source}: generate reads a run, a checkpoint or an .onnx file; a .pt2 program is "
+                             "run in Python: torch.export.load(path).module()(tokens, *state)")
     if source.suffix == ".onnx":
         from sparsernn.deploy import OnnxModel
 
