@@ -242,8 +242,31 @@ def report(result: dict) -> None:
                   f"{row['nonzero'] / 1e6:7.2f}M {row['bytes'] / 2**20:6.2f} {_ratio(t, 'eager_latency_ratio')} "
                   f"{_ratio(t, 'onnx_latency_ratio')} {_ratio(t, 'eager_throughput_ratio')} "
                   f"{_ratio(t, 'onnx_throughput_ratio')}")
+    print_threads_and_multiply_adds(result["rows"])
     for goal in result["goals"]:
         print(f"{'MET' if goal['met'] else 'NOT MET'}: {goal['goal']} ({goal['measured']})")
+
+
+def lstm_multiply_adds(widths: list[int], embedding: int = 200, vocab: int = 10000) -> tuple[int, int]:
+    """Per token, ``(recurrent layers, decoder)`` multiply-adds of an LSTM LM of these widths."""
+    inputs = [embedding, *widths[:-1]]
+    return sum(4 * h * (i + h) for i, h in zip(inputs, widths)), widths[-1] * vocab
+
+
+def print_threads_and_multiply_adds(rows: dict[str, dict]) -> None:
+    """Why the figures look as they do: what a second thread does at batch 1, and where the work is."""
+    def slowdown(name: str, runtime: str) -> float:
+        timing = rows[name]["timing"]
+        return timing["2"][f"{runtime}_latency_ms"] / timing["1"][f"{runtime}_latency_ms"]
+
+    print("\nbatch 1, 2 threads vs 1 (latency ratio, > 1: slower): " + ", ".join(
+        f"{name} {runtime} {slowdown(name, runtime):.2f}" for name in ("dense", "iss-0.125 int8")
+        for runtime in ("eager", "onnx")))
+    dense_recurrent, dense_decoder = lstm_multiply_adds(rows["dense"]["hidden_sizes"])
+    print(f"multiply-adds per token: dense {(dense_recurrent + dense_decoder) / 1e6:.2f}M, the decoder "
+          f"{dense_decoder / (dense_recurrent + dense_decoder):.0%} of them; " + ", ".join(
+              f"{name} {(dense_recurrent + dense_decoder) / sum(lstm_multiply_adds(rows[name]['hidden_sizes'])):.2f}x "
+              "fewer" for name in rows if name.startswith("iss") and not name.endswith("int8")))
 
 
 def main() -> None:

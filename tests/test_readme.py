@@ -93,3 +93,5 @@ def test_the_python_snippets_run(synthetic_dir, tmp_path, monkeypatch):
         exec(compile(block.replace("../shared/data/ptb", str(synthetic_dir)), str(README), "exec"), namespace)
     assert (tmp_path / "runs" / "api" / "results.json").is_file() and namespace["result"]["test_ppl"] > 1
     assert namespace["spectrum"].exponents.numel() == 64
+    assert len(namespace["text"]) == 10 and (tmp_path / "small.pt2").is_file()
+    assert (tmp_path / "small-int8.onnx").stat().st_size < (tmp_path / "small.onnx").stat().st_size
