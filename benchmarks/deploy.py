@@ -20,6 +20,7 @@ eager at the same thread count. Writes results/deploy.json.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import sys
 import tempfile
@@ -120,7 +121,7 @@ def variants(name: str, model: nn.Module, directory: Path) -> dict[str, dict]:
 
 def deployed_models(runs: dict[str, Path]) -> dict[str, dict]:
     """Every row of the table: trained models (ISS compacted) in each of their deployed forms."""
-    directory = Path(tempfile.mkdtemp(prefix="sparsernn-deploy-"))
+    directory = Path(tempfile.mkdtemp(prefix="sparsernn-deploy-"))  # removed by main once measured
     rows = {}
     for name, run in runs.items():
         model = load_model(run / BEST)[0]
@@ -285,9 +286,14 @@ def main() -> None:
     config = resolve_config("ptb-small", overrides={"data.dir": str(Path(corpus_dir).resolve())})
     task = build_task(config, corpus, "cpu")
     rows = deployed_models(runs)
-    ppl = perplexities(rows, task)
-    timed = {threads: timings(rows, threads, args.repeats) for threads in (1, 2)}
-    result = {"command": command_line(), "repeats": args.repeats,
+    try:
+        ppl = perplexities(rows, task)
+        timed = {threads: timings(rows, threads, args.repeats) for threads in (1, 2)}
+    finally:
+        shutil.rmtree(next(row["onnx"] for row in rows.values() if row["onnx"]).parent, ignore_errors=True)
+    import onnxruntime
+
+    result = {"command": command_line(), "repeats": args.repeats, "onnxruntime": onnxruntime.__version__,
               "schedule": f"{args.epochs} epochs of {args.epoch_tokens} tokens, lr 20 halved from epoch 4",
               "threads": [1, 2], "rows": table(rows, ppl, timed)}
     result["goals"] = goals(result["rows"])

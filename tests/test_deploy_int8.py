@@ -103,7 +103,7 @@ def test_quantize_command_prints_metric_and_size(trained_run):
     assert "int8 (PyTorch)" in result.stdout and "MiB" in result.stdout
 
 
-def test_int8_needs_an_onnx_name_and_a_tagger_file_runs_padded_batches(trained_run, tmp_path):
+def test_int8_needs_an_onnx_name_and_generate_names_what_it_cannot_read(trained_run, tmp_path):
     line = cli_in_process("export", str(trained_run), "-o", str(tmp_path / "m.pt2"), "--quantize", "int8").one_line_error()
     assert "writes ONNX" in line and not any(tmp_path.iterdir())
     assert "no such file" in cli_in_process("generate", str(tmp_path / "none.onnx")).one_line_error()
@@ -121,4 +121,55 @@ def test_an_exported_tagger_scores_padded_sentences_as_pytorch_does(tmp_path):
     task, model = task_and_model(tmp_path / "tagger")
     assert len({len(s[0]) for s in task.corpus.split("valid")}) > 1  # sentences of several lengths: padding
     expected, got = task.evaluate(model, "valid"), task.evaluate(OnnxModel(tmp_path / "t.onnx"), "valid")
-    assert got["accuracy"] == expected["accuracy"] and got["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    # a near-tie may flip one prediction between two float paths: within one token in a thousand
+    assert got["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-3)
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+
+
+def test_bad_targets_and_a_wrong_data_dir_are_one_line_and_leave_nothing(trained_run, tmp_path):
+    (tmp_path / "taken.onnx").mkdir()
+    assert "is a directory" in cli_in_process("export", str(trained_run), "-o", str(tmp_path / "taken.onnx")).one_line_error()
+    line = cli_in_process("export", str(trained_run), "-o", str(tmp_path / "no" / "m.onnx"), "--quantize", "int8")
+    assert f"{tmp_path / 'no' / 'm.onnx'}: directory" in line.one_line_error()  # the file asked for, not a temporary
+    line = cli_in_process("quantize", str(trained_run), "--data-dir", str(tmp_path / "nowhere"))
+    assert "nowhere" in line.one_line_error()  # asked for explicitly: an error, not a note
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.onnx"]
+
+
+def test_int8_export_leaves_logging_and_the_models_mode_as_they_were(trained_run, tmp_path):
+    import logging
+
+    from sparsernn.deploy import export_int8
+
+    task, model = task_and_model(trained_run)
+    root = logging.getLogger()
+    level = root.level
+    model.train()
+    export_int8(model, tmp_path / "m.onnx", len(task.corpus.vocab))
+    assert root.level == level and model.training
+
+
+def test_an_int8_gru_file_says_its_gru_stayed_float(synthetic_corpus, tmp_path):
+    from sparsernn.deploy import export_int8
+
+    config = tiny_config(model={"cell": "gru"})
+    model = build_task(config, synthetic_corpus, "cpu").build_model(config.model)
+    description = export_int8(model, tmp_path / "m.onnx", len(synthetic_corpus.vocab))
+    assert description["operators"] == {"int8": ["MatMul"], "float": ["GRU", "GRU"]}
+
+
+def test_an_int8_pytorch_module_is_refused_by_export_in_one_line(trained_run, tmp_path):
+    from sparsernn.deploy import ExportError
+
+    task, model = task_and_model(trained_run)
+    with pytest.raises(ExportError, match="export the float model with --quantize int8"):
+        export_model(quantize_model(model), tmp_path / "m.onnx", len(task.corpus.vocab))
+
+
+def test_tied_weights_count_once_as_float_and_again_as_the_decoders_int8_copy(synthetic_corpus):
+    config = tiny_config(model={"hidden_sizes": [32, 32], "tie_weights": True})
+    model = build_task(config, synthetic_corpus, "cpu").build_model(config.model)
+    floats = sum(p.numel() for p in model.parameters()) * 4  # parameters() lists the shared weight once
+    assert weight_bytes(model) == floats
+    shared = model.decoder.weight.numel()
+    assert weight_bytes(model, ["decoder"]) == floats + shared  # the embedding keeps the float copy

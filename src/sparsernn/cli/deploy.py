@@ -47,7 +47,15 @@ def export(
     if quantize is not None:
         from sparsernn.deploy import OnnxModel
 
-        _compare(ckpt, data_dir, {"float (PyTorch)": None, "int8 (ONNX Runtime)": OnnxModel(output)})
+        operators = description["operators"]
+        why = " (ONNX Runtime has no int8 GRU, RNN or loop)" if operators["float"] else ""
+        note(f"int8 weights: {_counted(operators['int8'])}; float weights: {_counted(operators['float'])}{why}")
+        _print_comparison(_metrics(ckpt, data_dir, {"float (PyTorch)": None,
+                                                    "int8 (ONNX Runtime)": OnnxModel(output, threads=1)}))
+
+
+def _counted(operators: list[str]) -> str:
+    return ", ".join(f"{operators.count(op)} {op}" for op in dict.fromkeys(operators)) or "none"
 
 
 def quantize(
@@ -63,26 +71,40 @@ def quantize(
     names = quantizable_modules(model)
     quantized = quantize_model(model)
     sizes = {"float (PyTorch)": weight_bytes(model), "int8 (PyTorch)": weight_bytes(model, names)}
+    measured = _metrics(ckpt, data_dir, {"float (PyTorch)": None, "int8 (PyTorch)": quantized})
     note(f"int8: {', '.join(names)}")
-    _compare(ckpt, data_dir, {"float (PyTorch)": None, "int8 (PyTorch)": quantized}, sizes)
+    _print_comparison(measured, sizes)
 
 
-def _compare(ckpt: Path, data_dir: str | None, models: dict, sizes: dict | None = None) -> None:
-    """One table: the validation metric of the run's float model (``None`` in ``models``) and of others."""
+def _metrics(ckpt: Path, data_dir: str | None, models: dict):
+    """``(metric, {name: validation value})`` for the run's float model (``None`` in ``models``) and the
+    others; ``None`` when the run's corpus is not found and no ``--data-dir`` was given (said in a note)."""
     from sparsernn.launch import model_and_task
 
     try:
         _, float_model, _, task = model_and_task(ckpt, data_dir, "cpu", note=note)
-    except SparsernnError as exc:  # the file is written; only the comparison needs the corpus
+    except SparsernnError as exc:
+        if data_dir is not None:  # asked for explicitly: an error, not a shrug
+            raise
         note(f"validation metric not measured: {exc} (give --data-dir)")
-        return
+        return None
     metric = task.primary
-    values = {name: task.evaluate(float_model if model is None else model, "valid")[metric.name]
-              for name, model in models.items()}
+    return metric, {name: task.evaluate(float_model if model is None else model, "valid")[metric.name]
+                    for name, model in models.items()}
+
+
+def _print_comparison(measured, sizes: dict | None = None) -> None:
+    """One table: each model's validation metric and its change from the first (the float model), and
+    the weights' size when given; without a metric, the sizes alone."""
+    metric, values = measured if measured is not None else (None, dict.fromkeys(sizes or {}))
+    if not values:
+        return
     reference = next(iter(values.values()))
-    rows = [[name, metric.format(value), "-" if n == 0 else f"{100 * (value / reference - 1):+.2f}%",
-             *([f"{sizes[name] / 2**20:.2f} MiB"] if sizes else [])] for n, (name, value) in enumerate(values.items())]
-    print_table(f"validation {metric.name}", ["model", metric.name, "change", *(["weights"] if sizes else [])], rows)
+    rows = [[name, *([metric.format(value), "-" if n == 0 else f"{100 * (value / reference - 1):+.2f}%"]
+                     if metric else []), *([f"{sizes[name] / 2**20:.2f} MiB"] if sizes else [])]
+            for n, (name, value) in enumerate(values.items())]
+    columns = ["model", *([metric.name, "change"] if metric else []), *(["weights"] if sizes else [])]
+    print_table(f"validation {metric.name}" if metric else "int8", columns, rows)
 
 
 def generate(
@@ -93,16 +115,18 @@ def generate(
     temperature: Annotated[float, typer.Option(help="0: greedy; higher: more varied")] = 1.0,
     top_k: Annotated[Optional[int], typer.Option(help="sample among the K likeliest words only")] = None,
     seed: Annotated[int, typer.Option(help="the same seed writes the same text")] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="ONNX Runtime threads (one token at a time runs fastest on "
+                                                     "one: docs/benchmarks.md)")] = 1,
 ) -> None:
     """Continue a prompt with a trained language model, in PyTorch or in ONNX Runtime."""
     from sparsernn.deploy import generate as write
 
-    model, vocab = _language_model(source)
+    model, vocab = _language_model(source, threads)
     words = write(model, vocab, prompt, tokens, temperature=temperature, top_k=top_k, seed=seed)
     out.print(" ".join([prompt, *words]).strip(), highlight=False, markup=False)
 
 
-def _language_model(source: Path):
+def _language_model(source: Path, threads: int):
     """``(model, vocabulary)`` of a run, a checkpoint or an exported ONNX file."""
     from sparsernn.data.lm import Vocabulary
 
@@ -114,11 +138,15 @@ def _language_model(source: Path):
 
         if not source.is_file():
             raise SparsernnError(f"{source}: no such file")
-        model = OnnxModel(source)
+        model = OnnxModel(source, threads=threads)
+        if "init_state" not in vars(model):
+            raise SparsernnError(f"{source}: a tagger's file; generate writes text with a language model")
         if "vocab" not in model.meta:
             raise SparsernnError(f"{source}.json: has no vocabulary (field 'vocab'); export the run again")
         return model, Vocabulary(tuple(model.meta["vocab"]))
     from sparsernn.runs import load_model
 
     model, _, vocab, _ = load_model(source)
+    if not hasattr(model, "init_state"):
+        raise SparsernnError(f"{source}: a tagger; generate writes text with a language model")
     return model, vocab

@@ -37,6 +37,7 @@ class ExportError(SparsernnError):
 
 def _onnxruntime():
     try:
+        import onnx  # noqa: F401 - the exporter needs it too, and says so without naming the extra
         import onnxruntime
     except ImportError:
         raise ExportError('ONNX export needs onnx and onnxruntime: pip install "sparsernn[deploy]"') from None
@@ -121,12 +122,26 @@ def _check_pt2(wrapped: DeployableModel, path: Path, vocab_size: int) -> float:
     return _largest_difference(wrapped, vocab_size, run)
 
 
+def check_target(path: Path) -> None:
+    """The file can be written: its directory exists and the name is not a directory."""
+    if not path.parent.is_dir():
+        raise ExportError(f"{path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise ExportError(f"{path}: is a directory; give a file name")
+
+
+def _check_float(model: nn.Module) -> None:
+    """An int8 PyTorch module (``quantize_model``'s) has no exportable form: its packed weights are opaque."""
+    if any(".quantized." in type(m).__module__ for m in model.modules()):
+        raise ExportError(f"{type(model).__name__} holds int8 PyTorch modules, which do not export; export the "
+                          "float model with --quantize int8 (sparsernn.deploy.export_int8)")
+
+
 def _format_of(path: Path) -> str:
     """``onnx`` or ``pt2`` from the file name; says what is missing before any work."""
     if path.suffix not in (".onnx", ".pt2"):
         raise ExportError(f"{path}: expected a .onnx file name (or .pt2 for torch.export)")
-    if not path.parent.is_dir():
-        raise ExportError(f"{path}: directory {path.parent} does not exist")
+    check_target(path)
     if path.suffix == ".onnx":
         _onnxruntime()
     return path.suffix[1:]
@@ -139,7 +154,9 @@ def export_model(model: nn.Module, path: str | Path, vocab_size: int, *, sidecar
     that description."""
     path = Path(path)
     kind = _format_of(path)
-    wrapped = deployable(model)
+    _check_float(model)
+    was_training = model.training
+    wrapped = deployable(model)  # eval mode for the export; the caller's mode is given back below
     inputs = example_inputs(wrapped, *CHECK_SHAPES[0], vocab_size)
     temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
@@ -154,6 +171,7 @@ def export_model(model: nn.Module, path: str | Path, vocab_size: int, *, sidecar
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+        model.train(was_training)
     description = {"format": kind, "inputs": ["tokens", *wrapped.state_names()],
                    "outputs": ["logits", *[f"{n}_out" for n in wrapped.state_names()]],
                    "tokens_layout": "(sequence, batch)", "max_abs_difference": worst, "tolerance": tolerance,

@@ -14,9 +14,9 @@ def next_token(logits: torch.Tensor, temperature: float, top_k: int | None, gene
     if temperature == 0:
         return int(logits.argmax())
     scaled = logits.double() / temperature
-    if top_k is not None and top_k < scaled.numel():
-        kth = torch.topk(scaled, top_k).values[-1]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    if top_k is not None and top_k < scaled.numel():  # exactly k words, ties at the cut-off included or not
+        values, indices = torch.topk(scaled, top_k)
+        return int(indices[torch.multinomial(torch.softmax(values, dim=-1), 1, generator=generator)])
     return int(torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator))
 
 

@@ -36,6 +36,9 @@ def dynamic_shapes(inputs: Sequence[torch.Tensor]) -> tuple:
 
 def write_pt2(wrapped: DeployableModel, inputs: Sequence[torch.Tensor], path: Path) -> None:
     """Export ``wrapped`` with its recurrent layers in scan form and save the program to ``path``."""
+    # a refused export leaves traces in dynamo's caches that make the next one specialise its sequence length
+    # (a stepped layer refused, then an LSTM model: "specialized it to be a constant (7)"): start clean
+    torch._dynamo.reset()
     with warnings.catch_warnings(), export_forms(wrapped, torch_export_form):
         warnings.simplefilter("ignore")  # prototype-feature notes on scan; nothing a user can act on
         try:

@@ -71,8 +71,29 @@ def quantize_onnx(source: str | Path, target: str | Path) -> None:
     try:
         quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QInt8)
         os.replace(temporary, target)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors, many lines: one line naming the file
+        text = str(exc).strip()
+        raise QuantizeError(f"{target}: ONNX Runtime could not quantize the model "
+                            f"({text.splitlines()[0] if text else type(exc).__name__})") from None
     finally:
+        root.setLevel(level)
         temporary.unlink(missing_ok=True)
+
+
+# operators of a quantized graph, by what they hold: int8 weights, or float weights ONNX Runtime left alone
+INT8_OPERATORS = {"DynamicQuantizeLSTM": "LSTM", "MatMulInteger": "MatMul", "DynamicQuantizeMatMul": "MatMul",
+                  "QGemm": "Gemm"}
+FLOAT_OPERATORS = {"LSTM", "GRU", "RNN", "MatMul", "Gemm", "Loop"}
+
+
+def precision_summary(path: str | Path) -> dict[str, list[str]]:
+    """The weight-carrying operators of an ONNX file, ``{"int8": [...], "float": [...]}`` (a GRU, a vanilla
+    RNN and an RHN's loop have no int8 kernels in ONNX Runtime and stay float)."""
+    import onnx
+
+    ops = [node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node]
+    return {"int8": [INT8_OPERATORS[op] for op in ops if op in INT8_OPERATORS],
+            "float": [op for op in ops if op in FLOAT_OPERATORS]}
 
 
 
@@ -80,23 +101,28 @@ def weight_bytes(model: nn.Module, quantized: list[str] | None = None) -> int:
     """Bytes of ``model``'s weights once the modules named in ``quantized`` store theirs as int8 (their
     weight matrices: 1 byte each; biases, embeddings and every other module: float32)."""
     quantized = quantized or []
-    total = 0
-    for name, param in model.named_parameters():
+    total, seen = 0, set()
+    # a tied weight is one float tensor, plus an int8 copy in each quantized module that uses it
+    for name, param in model.named_parameters(remove_duplicate=False):
         owner, _, leaf = name.rpartition(".")
-        int8 = owner in quantized and leaf.startswith("weight")
-        total += param.numel() * (1 if int8 else param.element_size())
+        if owner in quantized and leaf.startswith("weight"):
+            total += param.numel()
+        elif id(param) not in seen:
+            seen.add(id(param))
+            total += param.numel() * param.element_size()
     return total
 
 
 def export_int8(model: nn.Module, path: str | Path, vocab_size: int, *, sidecar: dict | None = None) -> dict:
     """Export ``model`` to ONNX (checked against PyTorch as every export is), then quantize the file to
     dynamic int8 into ``path``; the sidecar ``PATH.json`` says so. Returns that description."""
-    from sparsernn.deploy.export import export_model
+    from sparsernn.deploy.export import check_target, export_model
 
     path = Path(path)
     if path.suffix != ".onnx":
         raise QuantizeError(f"{path}: --quantize int8 writes ONNX (a .onnx name); in PyTorch, "
                             "sparsernn.deploy.quantize_model(model) quantizes the module")
+    check_target(path)  # said of the file asked for, not of the temporary float file
     float_path = path.with_name(f".{path.stem}.float.onnx")
     float_sidecar = float_path.with_name(float_path.name + ".json")
     try:
@@ -106,7 +132,8 @@ def export_int8(model: nn.Module, path: str | Path, vocab_size: int, *, sidecar:
         float_path.unlink(missing_ok=True)
         float_sidecar.unlink(missing_ok=True)
     description = {**description, "quantized": "dynamic int8 weights (ONNX Runtime), float activations",
-                   "float_max_abs_difference": description.pop("max_abs_difference")}
+                   "float_max_abs_difference": description.pop("max_abs_difference"),
+                   "operators": precision_summary(path)}
     target = path.with_name(path.name + ".json")
     temporary = target.with_name(f".{target.name}.tmp")
     temporary.write_text(json.dumps(description, indent=1) + "\n")
