@@ -176,11 +176,12 @@ def export_model(model: nn.Module, path: str | Path, vocab_size: int, *, sidecar
                    "outputs": ["logits", *[f"{n}_out" for n in wrapped.state_names()]],
                    "tokens_layout": "(sequence, batch)", "max_abs_difference": worst, "tolerance": tolerance,
                    "checked_at": [list(s) for s in CHECK_SHAPES], **(sidecar or {})}
-    _write_sidecar(path, description)
+    write_sidecar(path, description)
     return description
 
 
-def _write_sidecar(path: Path, description: dict[str, Any]) -> None:
+def write_sidecar(path: Path, description: dict[str, Any]) -> None:
+    """``PATH.json`` beside the exported file, written atomically."""
     sidecar_path = path.with_name(path.name + ".json")
     tmp = sidecar_path.with_name(f".{sidecar_path.name}.tmp")
     tmp.write_text(json.dumps(description, indent=1) + "\n")

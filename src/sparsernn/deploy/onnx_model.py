@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparsernn.deploy.wrap import flatten_state, nest_state
 from sparsernn.errors import SparsernnError
 
 STATE_NAME = re.compile(r"state_(\d+)_(\d+)$")
@@ -91,13 +92,8 @@ class OnnxModel(nn.Module):
     def forward(self, tokens: torch.Tensor, state_or_lengths: Any = None):
         if not self.layout:
             return self._tag(tokens, state_or_lengths)
-        flat = [t for s in state_or_lengths for t in (s if isinstance(s, tuple) else (s,))]
-        logits, *out = self._run(tokens, flat)
-        nested, i = [], 0
-        for parts in self.layout:
-            nested.append(tuple(out[i:i + len(parts)]) if len(parts) > 1 else out[i])
-            i += len(parts)
-        return logits, nested
+        logits, *out = self._run(tokens, flatten_state(state_or_lengths))
+        return logits, nest_state(out, [len(parts) for parts in self.layout])
 
     def _tag(self, tokens: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         steps = tokens.shape[0]

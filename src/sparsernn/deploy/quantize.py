@@ -11,7 +11,6 @@ of the embedding's lookup table, stored as 8 bits too). The two do not compute t
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import warnings
@@ -116,7 +115,7 @@ def weight_bytes(model: nn.Module, quantized: list[str] | None = None) -> int:
 def export_int8(model: nn.Module, path: str | Path, vocab_size: int, *, sidecar: dict | None = None) -> dict:
     """Export ``model`` to ONNX (checked against PyTorch as every export is), then quantize the file to
     dynamic int8 into ``path``; the sidecar ``PATH.json`` says so. Returns that description."""
-    from sparsernn.deploy.export import check_target, export_model
+    from sparsernn.deploy.export import check_target, export_model, write_sidecar
 
     path = Path(path)
     if path.suffix != ".onnx":
@@ -134,8 +133,5 @@ def export_int8(model: nn.Module, path: str | Path, vocab_size: int, *, sidecar:
     description = {**description, "quantized": "dynamic int8 weights (ONNX Runtime), float activations",
                    "float_max_abs_difference": description.pop("max_abs_difference"),
                    "operators": precision_summary(path)}
-    target = path.with_name(path.name + ".json")
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.write_text(json.dumps(description, indent=1) + "\n")
-    os.replace(temporary, target)
+    write_sidecar(path, description)
     return description

@@ -11,6 +11,20 @@ import torch
 from torch import nn
 
 
+def flatten_state(state) -> list[torch.Tensor]:
+    """A model's state (per layer a tensor or a tuple of them) as the flat list a file carries."""
+    return [t for s in state for t in (s if isinstance(s, tuple) else (s,))]
+
+
+def nest_state(flat, layout: list[int]) -> list:
+    """The flat list back in the model's nesting; ``layout``: how many tensors each layer has."""
+    nested, i = [], 0
+    for parts in layout:
+        nested.append(tuple(flat[i:i + parts]) if parts > 1 else flat[i])
+        i += parts
+    return nested
+
+
 class DeployableModel(nn.Module):
     """``model`` behind the flat signature; ``state_shapes(batch)`` names the state tensors' shapes."""
 
@@ -24,7 +38,7 @@ class DeployableModel(nn.Module):
     def initial_state(self, batch_size: int) -> list[torch.Tensor]:
         if not self.carries_state:
             return []
-        return [t for s in self.model.init_state(batch_size) for t in (s if isinstance(s, tuple) else (s,))]
+        return flatten_state(self.model.init_state(batch_size))
 
     def state_names(self) -> list[str]:
         return [f"state_{layer}_{part}" for layer, parts in enumerate(self.layout) for part in range(parts)]
@@ -32,13 +46,8 @@ class DeployableModel(nn.Module):
     def forward(self, tokens: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not self.carries_state:
             return (self.model(tokens),)
-        nested, i = [], 0
-        for parts in self.layout:
-            nested.append(tuple(state[i:i + parts]) if parts > 1 else state[i])
-            i += parts
-        logits, new_state = self.model(tokens, nested)
-        flat = [t for s in new_state for t in (s if isinstance(s, tuple) else (s,))]
-        return (logits, *flat)
+        logits, new_state = self.model(tokens, nest_state(state, self.layout))
+        return (logits, *flatten_state(new_state))
 
 
 def deployable(model: nn.Module) -> DeployableModel:
