@@ -37,12 +37,17 @@ def test_an_exported_model_computes_what_pytorch_does_at_other_lengths_and_batch
     wrapped = deployable(net)
     for seq, batch in ((29, 2), (1, 5)):  # shapes the export's own check did not use
         inputs = example_inputs(wrapped, seq, batch, len(synthetic_corpus.vocab), seed=1)
-        got = session.run(None, {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs)})
+        got = session.run(None, {n: t.numpy() for n, t in zip(["tokens", *wrapped.state_names()], inputs)})
         with torch.inference_mode():
             expected = wrapped(*inputs)
         assert len(got) == len(expected) == 1 + len(wrapped.state_names())
         for g, e in zip(got, expected):
             torch.testing.assert_close(torch.from_numpy(g), e, atol=1e-4, rtol=1e-4)
+    tokens = inputs[0]  # the state left out: the text starts from zeros, as the model's does
+    with torch.inference_mode():
+        expected = wrapped(tokens, *wrapped.initial_state(tokens.shape[1]))
+    for g, e in zip(session.run(None, {"tokens": tokens.numpy()}), expected, strict=True):
+        torch.testing.assert_close(torch.from_numpy(g), e, atol=1e-4, rtol=1e-4)
     beside = json.loads((tmp_path / "m.onnx.json").read_text())
     assert beside["inputs"][0] == "tokens" and beside["outputs"][0] == "logits" and len(beside["vocab"]) > 10
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from sparsernn.deploy.pt2 import load_pt2, write_pt2
+from sparsernn.deploy.onnx_state import with_default_state
 from sparsernn.deploy.recurrence import export_forms, onnx_form
 from sparsernn.deploy.wrap import DeployableModel, deployable
 from sparsernn.errors import SparsernnError
@@ -68,6 +69,10 @@ def _write_onnx(wrapped: DeployableModel, inputs, path: Path) -> None:
                               dynamic_axes=axes, opset_version=17)
     except Exception as exc:  # noqa: BLE001 - any exporter failure is one line naming the model
         raise ExportError(f"ONNX export of {type(wrapped.model).__name__} failed: {_first_line(exc)}") from None
+    if wrapped.state_names():  # the state inputs become optional: left out, a text starts from zeros
+        import onnx
+
+        onnx.save(with_default_state(onnx.load(str(path)), wrapped.state_names()), str(path))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -85,11 +90,15 @@ def _write_pt2(wrapped: DeployableModel, inputs, path: Path) -> None:
 
 
 def _largest_difference(wrapped: DeployableModel, vocab_size: int,
-                        run: Callable[[tuple[torch.Tensor, ...]], list[torch.Tensor]]) -> float:
-    """The largest difference between ``run``'s outputs and PyTorch's over the check's shapes."""
+                        run: Callable[[tuple[torch.Tensor, ...]], list[torch.Tensor]],
+                        zero_state: bool = False) -> float:
+    """The largest difference between ``run``'s outputs and PyTorch's over the check's shapes (from the
+    zero state with ``zero_state``)."""
     worst = 0.0
     for seq, batch in CHECK_SHAPES:
         inputs = example_inputs(wrapped, seq, batch, vocab_size, seed=seq)
+        if zero_state:
+            inputs = (inputs[0], *wrapped.initial_state(batch))
         with torch.inference_mode():
             expected = wrapped(*inputs)
         try:
@@ -102,14 +111,22 @@ def _largest_difference(wrapped: DeployableModel, vocab_size: int,
 
 
 def _check_onnx(wrapped: DeployableModel, path: Path, vocab_size: int) -> float:
-    ort = _onnxruntime()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
+    from sparsernn.deploy.onnx_model import open_session
+
+    _onnxruntime()
+    session = open_session(path)
+    names = ["tokens", *wrapped.state_names()]
 
     def run(inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         return [torch.from_numpy(g) for g in session.run(None, {n: t.cpu().numpy() for n, t in zip(names, inputs)})]
 
-    return _largest_difference(wrapped, vocab_size, run)
+    def run_without_state(inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        return [torch.from_numpy(g) for g in session.run(None, {"tokens": inputs[0].cpu().numpy()})]
+
+    worst = _largest_difference(wrapped, vocab_size, run)
+    if wrapped.state_names():  # left out, the state must be the zeros the model starts from
+        worst = max(worst, _largest_difference(wrapped, vocab_size, run_without_state, zero_state=True))
+    return worst
 
 
 def _check_pt2(wrapped: DeployableModel, path: Path, vocab_size: int) -> float:

@@ -47,6 +47,7 @@ def open_session(path: str | Path, threads: int | None = None):
     except ImportError:
         raise OnnxModelError('running an ONNX file needs onnxruntime: pip install "sparsernn[deploy]"') from None
     options = ort.SessionOptions()
+    options.log_severity_level = 3  # not its note that the state inputs have defaults (onnx_state), by design
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -64,11 +65,14 @@ class OnnxModel(nn.Module):
         self.path = Path(path)
         self.meta = read_sidecar(self.path)
         self.session = open_session(self.path, threads)
-        inputs = self.session.get_inputs()
+        # the state inputs have zero defaults, so ONNX Runtime lists them as overridable initializers
+        inputs = [*self.session.get_inputs(), *self.session.get_overridable_initializers()]
         self.input_names = [i.name for i in inputs]
-        states = [(STATE_NAME.match(i.name), i.shape) for i in inputs[1:]]
+        states = sorted(((STATE_NAME.match(i.name), i.shape) for i in inputs[1:]),
+                        key=lambda s: (int(s[0].group(1)), int(s[0].group(2))) if s[0] else (-1, -1))
         if any(match is None for match, _ in states):
             raise OnnxModelError(f"{self.path}: inputs {self.input_names} are not those of a sparsernn export")
+        self.input_names = [inputs[0].name, *(match.group(0) for match, _ in states)]  # the order _run feeds
         # per layer, the shapes of its state tensors; the symbolic dimension is the batch
         self.layout: list[list[list[int | str]]] = []
         for match, shape in states:
