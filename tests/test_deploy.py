@@ -11,7 +11,7 @@ import torch
 
 from conftest import cli_in_process, tiny_config
 from sparsernn.deploy import ExportError, export_model, generate
-from sparsernn.deploy.export import CHECK_SHAPES, example_inputs
+from sparsernn.deploy.export import example_inputs
 from sparsernn.deploy.wrap import deployable
 from sparsernn.tasks import build_task
 from sparsernn.train import Trainer

@@ -31,13 +31,9 @@ class QuantizeError(SparsernnError):
 def quantizable_modules(model: nn.Module) -> list[str]:
     """Names of the submodules dynamic int8 replaces. Modules that call their child's weights
     themselves (a masked block LSTM runs ``functional_call`` on them) keep their children float."""
-    skipped = [name for name, module in model.named_modules() if _reads_child_weights(module)]
+    skipped = [name for name, module in model.named_modules() if getattr(module, "reads_child_weights", False)]
     return [name for name, module in model.named_modules()
             if isinstance(module, QUANTIZABLE) and not any(name.startswith(f"{s}.") for s in skipped)]
-
-
-def _reads_child_weights(module: nn.Module) -> bool:
-    return getattr(module, "reads_child_weights", False)
 
 
 def quantize_model(model: nn.Module) -> nn.Module:
